@@ -1,0 +1,185 @@
+"""Certificates: a CA and an ECDSA serving certificate signed by it, made and checked with `cryptography`."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DAYS = 3650
+SERVING_DAYS = 365
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "tls.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "tls.key"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podpatterns"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def new_ca(common_name: str = "podpatterns development CA") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def new_serving(
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, dns_names: list[str], ip_addresses: list[str],
+    days: int = SERVING_DAYS,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(dns_names[0] if dns_names else ip_addresses[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def service_dns_names(service: str, namespace: str) -> list[str]:
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Readers (the reload watcher, a second replica) see the old file or the new one, never half of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate(paths: CertPaths, dns_names: list[str], ip_addresses: list[str]) -> None:
+    """A new CA and serving certificate in `paths.directory`."""
+    paths.directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = new_ca()
+    write_atomically(paths.ca_key, key_pem(ca_key), 0o600)
+    write_atomically(paths.ca_cert, cert_pem(ca_cert))
+    _issue(paths, ca_key, ca_cert, dns_names, ip_addresses)
+
+
+def _issue(paths: CertPaths, ca_key, ca_cert, dns_names: list[str], ip_addresses: list[str]) -> None:
+    key, cert = new_serving(ca_key, ca_cert, dns_names, ip_addresses)
+    # The key first: a watcher that sees the new certificate must find its key already there.
+    write_atomically(paths.key, key_pem(key), 0o600)
+    write_atomically(paths.cert, cert_pem(cert))
+
+
+def ensure(paths: CertPaths, dns_names: list[str], ip_addresses: list[str]) -> str:
+    """Reuses valid certificates; reissues the serving certificate from the same CA when it is missing,
+    expiring or lacks a name; makes a new CA only when there is no usable one. Says what it did."""
+    ca = _load_ca(paths)
+    if ca is None:
+        generate(paths, dns_names, ip_addresses)
+        return "created a new CA and serving certificate"
+    ca_key, ca_cert = ca
+    if _serving_ok(paths, ca_cert, dns_names, ip_addresses):
+        return "reused the existing certificates"
+    _issue(paths, ca_key, ca_cert, dns_names, ip_addresses)
+    return "issued a new serving certificate from the existing CA"
+
+
+def _load_ca(paths: CertPaths):
+    try:
+        ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return None
+    if ca_cert.not_valid_after_utc - _now() < RENEW_BEFORE or ca_key.public_key() != ca_cert.public_key():
+        return None
+    return ca_key, ca_cert
+
+
+def _serving_ok(paths: CertPaths, ca_cert: x509.Certificate, dns_names: list[str], ip_addresses: list[str]) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+        key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+        cert.verify_directly_issued_by(ca_cert)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, TypeError, x509.ExtensionNotFound, x509.InvalidSignature):
+        return False
+    have_dns = set(sans.get_values_for_type(x509.DNSName))
+    have_ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return (
+        key.public_key() == cert.public_key()
+        and cert.not_valid_after_utc - _now() > RENEW_BEFORE
+        and set(dns_names) <= have_dns
+        and {str(ipaddress.ip_address(ip)) for ip in ip_addresses} <= have_ips
+    )
+
+
+def ca_bundle(ca_cert_path: Path) -> str:
+    """The base64 of the CA's PEM, as a webhook configuration's caBundle wants it."""
+    return base64.b64encode(ca_cert_path.read_bytes()).decode()

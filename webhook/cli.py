@@ -1,0 +1,185 @@
+"""The `podpatterns` command line: serve, inject, explain, catalog and certs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from webhook import catalogue, certs, kubeversion
+from webhook.configuration import Configuration
+from webhook.engine import Settings
+from webhook.keys import DEFAULT_PREFIX, AnnotationKeys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="podpatterns", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTPS admission webhook")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8443, help="HTTPS port (default 8443)")
+    serve.add_argument("--certs-dir", default="certs", help="where development certificates are made and reused")
+    serve.add_argument("--dns-name", action="append", default=[], help="extra DNS name for the serving certificate")
+    serve.add_argument("--tls-cert", help="use this serving certificate instead of --certs-dir (watched for changes)")
+    serve.add_argument("--tls-key", help="the key of --tls-cert")
+    serve.add_argument("--max-body-bytes", type=int, default=3 * 1024 * 1024, help="largest accepted request body")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--quiet", action="store_true", help="do not print the caBundle and webhook configuration")
+    _engine_options(serve)
+    serve.set_defaults(func=_serve)
+
+    for name, helptext, func in (("inject", "inject into the Pods of a manifest and print it", _inject),
+                                 ("explain", "say what would be injected into each Pod and why", _explain)):
+        command = commands.add_parser(name, help=helptext)
+        command.add_argument("-f", "--filename", required=True, help="manifest file, - for standard input")
+        command.add_argument("-n", "--namespace", default="default", help="namespace of objects that name none")
+        _engine_options(command)
+        command.set_defaults(func=func)
+
+    catalog = commands.add_parser("catalog", help="list or validate catalogue entries").add_subparsers(required=True, metavar="ACTION")
+    listing = catalog.add_parser("list", help="list the entries (built-in and --catalog)")
+    listing.add_argument("--catalog", action="append", default=[], metavar="DIR")
+    listing.set_defaults(func=_catalog_list)
+    validate = catalog.add_parser("validate", help="validate a directory of PatternTemplate files")
+    validate.add_argument("directory")
+    validate.set_defaults(func=_catalog_validate)
+
+    cert = commands.add_parser("certs", help="make certificates; print a caBundle").add_subparsers(required=True, metavar="ACTION")
+    generate = cert.add_parser("generate", help="a CA and a serving certificate for an in-cluster Service")
+    generate.add_argument("--service", required=True)
+    generate.add_argument("--namespace", required=True)
+    generate.add_argument("--out", required=True, help="directory for ca.crt, ca.key, tls.crt, tls.key")
+    generate.add_argument("--dns-name", action="append", default=[], help="extra DNS name")
+    generate.set_defaults(func=_certs_generate)
+    bundle = cert.add_parser("cabundle", help="print the base64 caBundle of a CA certificate")
+    bundle.add_argument("--ca", default="certs/ca.crt")
+    bundle.set_defaults(func=_certs_cabundle)
+    return parser
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalog", action="append", default=[], metavar="DIR",
+                        help="directory of PatternTemplate YAML files that add or override entries")
+    parser.add_argument("--kube-version", help="Kubernetes version of the cluster, e.g. 1.28 (decides lifecycle: auto)")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"annotation prefix (default {DEFAULT_PREFIX})")
+
+
+def _configuration(args: argparse.Namespace) -> Configuration:
+    return Configuration(
+        catalogue.load(args.catalog),
+        # Offline there is no cluster to ask: without --kube-version, assume a current one.
+        Settings(AnnotationKeys(args.prefix), kubeversion.parse(args.kube_version) >= kubeversion.NATIVE_SIDECARS_SINCE
+                 if args.kube_version else True),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webhook import serve  # uvicorn is only imported when serving
+
+    return serve.run(args)
+
+
+def _open(filename: str) -> TextIO:
+    return sys.stdin if filename == "-" else open(filename, encoding="utf-8")
+
+
+def _run_offline(args: argparse.Namespace):
+    from webhook import offline
+
+    try:
+        configuration = _configuration(args)
+        with _open(args.filename) as stream:
+            docs = offline.read_manifests(stream)
+    except catalogue.CatalogueError as err:
+        print(f"podpatterns: the catalogue is broken:\n{err}", file=sys.stderr)
+        return None, None
+    except (OSError, ValueError) as err:
+        print(f"podpatterns: {err}", file=sys.stderr)
+        return None, None
+    return offline.run(docs, configuration, args.namespace), configuration
+
+
+def _inject(args: argparse.Namespace) -> int:
+    results, _ = _run_offline(args)
+    if results is None:
+        return 2
+    denied = [r for r in results if r.plan is not None and r.plan.denial is not None]
+    for r in results:
+        for warning in (r.plan.warnings if r.plan else ()):
+            print(f"warning: {r.target.label}: {warning}", file=sys.stderr)
+    if denied:
+        for r in denied:
+            print(f"podpatterns: {r.target.label}: denied: {r.plan.denial}", file=sys.stderr)
+        return 1
+    yaml.safe_dump_all([r.doc for r in results], sys.stdout, sort_keys=False)
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from webhook import offline
+
+    results, configuration = _run_offline(args)
+    if results is None:
+        return 2
+    texts = [offline.explain(r, configuration.settings.keys.inject) for r in results]
+    print("\n".join(t for t in texts if t) or "no Pods or pod templates in the input")
+    return 0
+
+
+def _catalog_list(args: argparse.Namespace) -> int:
+    try:
+        entries = catalogue.load(args.catalog)
+    except catalogue.CatalogueError as err:
+        print(f"podpatterns: the catalogue is broken:\n{err}", file=sys.stderr)
+        return 2
+    for name in entries.names():
+        entry = entries[name]
+        print(f"{name}  ({entry.pattern}, lifecycle {entry.lifecycle}, {entry.digest})  from {entry.origin}")
+        print(f"    {entry.description}")
+        for p in entry.parameters.values():
+            need = "required" if p.required else f"default {p.default!r}" if p.default is not None else "optional"
+            print(f"    {p.name}: {p.type}, {need}: {p.description}")
+    return 0
+
+
+def _catalog_validate(args: argparse.Namespace) -> int:
+    try:
+        entries = catalogue.load_directory(args.directory)
+    except catalogue.CatalogueError as err:
+        print(err, file=sys.stderr)
+        print(f"{len(err.problems)} problem(s) in {args.directory}", file=sys.stderr)
+        return 1
+    builtin = catalogue.builtin_entries()
+    for name, entry in sorted(entries.items()):
+        note = " (overrides the built-in)" if name in builtin else ""
+        print(f"ok: {name} ({entry.pattern}) at {entry.origin}{note}")
+        for warning in entry.warnings:
+            print(f"warning: {name}: not Pod Security 'restricted': {warning}")
+    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} valid in {args.directory}")
+    return 0
+
+
+def _certs_generate(args: argparse.Namespace) -> int:
+    paths = certs.CertPaths(Path(args.out))
+    certs.generate(paths, certs.service_dns_names(args.service, args.namespace) + args.dns_name, [])
+    print(f"wrote {paths.ca_cert}, {paths.ca_key}, {paths.cert}, {paths.key}", file=sys.stderr)
+    print(certs.ca_bundle(paths.ca_cert))
+    return 0
+
+
+def _certs_cabundle(args: argparse.Namespace) -> int:
+    try:
+        print(certs.ca_bundle(Path(args.ca)))
+    except OSError as err:
+        print(f"podpatterns: cannot read {args.ca}: {err}", file=sys.stderr)
+        return 2
+    return 0

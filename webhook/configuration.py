@@ -1,0 +1,21 @@
+"""The configuration the request path reads, replaced whole (never edited) when something reloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from webhook.catalogue import Catalogue
+from webhook.engine import Settings
+
+
+@dataclass(frozen=True)
+class Configuration:
+    catalogue: Catalogue
+    settings: Settings
+
+
+class ConfigurationHolder:
+    """One reference swapped atomically: a request sees the old or the new configuration, never a mix."""
+
+    def __init__(self, configuration: Configuration):
+        self.current = configuration

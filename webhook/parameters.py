@@ -1,0 +1,143 @@
+"""Typed parameters of a catalogue entry: their declaration and the parsing of annotation values."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+TYPES = ("string", "integer", "boolean")
+DECLARATION_FIELDS = {"name", "type", "required", "default", "description", "pattern", "enum", "minimum", "maximum"}
+NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
+# Values end up in container args and env: control characters (newlines above all) are never accepted,
+# so no value can smuggle a second config line or argument into what a template renders.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_LENGTH = 1024
+INTEGER = re.compile(r"^[+-]?[0-9]{1,18}$")
+
+
+class ParameterError(ValueError):
+    """A value (or a declaration) that the parameter does not accept."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str = "string"
+    required: bool = False
+    default: Any = None
+    description: str = ""
+    pattern: re.Pattern[str] | None = None
+    enum: tuple[Any, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+
+    @classmethod
+    def declare(cls, spec: Any) -> "Parameter":
+        """Builds a parameter from its catalogue declaration; raises ParameterError on a bad one."""
+        if not isinstance(spec, dict):
+            raise ParameterError("a parameter must be a mapping with at least a name")
+        unknown = sorted(set(spec) - DECLARATION_FIELDS)
+        if unknown:
+            raise ParameterError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(DECLARATION_FIELDS))}")
+        name = spec.get("name")
+        if not isinstance(name, str) or not NAME.match(name):
+            raise ParameterError(f"parameter name {name!r} must be letters and digits, starting with a letter")
+        kind = spec.get("type", "string")
+        if kind not in TYPES:
+            raise ParameterError(f"parameter {name}: type {kind!r} is not one of {', '.join(TYPES)}")
+        try:
+            pattern = re.compile(spec["pattern"]) if "pattern" in spec else None
+        except (re.error, TypeError) as err:
+            raise ParameterError(f"parameter {name}: pattern does not compile: {err}") from None
+        if pattern is not None and kind != "string":
+            raise ParameterError(f"parameter {name}: pattern applies to strings only")
+        for bound in ("minimum", "maximum"):
+            if bound in spec and (kind != "integer" or type(spec[bound]) is not int):
+                raise ParameterError(f"parameter {name}: {bound} must be an integer on an integer parameter")
+        enum = spec.get("enum", [])
+        if not isinstance(enum, list):
+            raise ParameterError(f"parameter {name}: enum must be a list")
+        param = cls(
+            name=name,
+            type=kind,
+            required=spec.get("required", False) is True,
+            default=spec.get("default"),
+            description=str(spec.get("description", "")),
+            pattern=pattern,
+            enum=tuple(enum),
+            minimum=spec.get("minimum"),
+            maximum=spec.get("maximum"),
+        )
+        if param.required and param.default is not None:
+            raise ParameterError(f"parameter {name}: a required parameter cannot have a default")
+        for value in (*param.enum, *(() if param.default is None else (param.default,))):
+            try:
+                param.check(value)
+            except ParameterError as err:
+                raise ParameterError(f"parameter {name}: default/enum value {value!r}: {err}") from None
+        return param
+
+    def accepted(self) -> str:
+        """What the parameter accepts, in words, for error messages."""
+        if self.enum:
+            return "one of " + ", ".join(_show(v) for v in self.enum)
+        if self.type == "boolean":
+            return '"true" or "false"'
+        if self.type == "integer":
+            low = "" if self.minimum is None else f" from {self.minimum}"
+            high = "" if self.maximum is None else f" to {self.maximum}"
+            return f"an integer{low}{high}"
+        if self.pattern is not None:
+            return f"a string matching {self.pattern.pattern}"
+        return f"a string of at most {MAX_LENGTH} printable characters"
+
+    def parse(self, text: str) -> Any:
+        """Turns an annotation value into a typed, checked value."""
+        if self.type == "integer":
+            if not INTEGER.match(text.strip()):
+                raise ParameterError(f"expected {self.accepted()}")
+            value: Any = int(text)
+        elif self.type == "boolean":
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false"):
+                raise ParameterError(f"expected {self.accepted()}")
+            value = lowered == "true"
+        else:
+            value = text
+        return self.check(value)
+
+    def check(self, value: Any) -> Any:
+        expected = {"string": str, "integer": int, "boolean": bool}[self.type]
+        if type(value) is not expected:
+            raise ParameterError(f"expected {self.accepted()}")
+        if self.enum and value not in self.enum:
+            raise ParameterError(f"expected {self.accepted()}")
+        if self.type == "integer":
+            if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+                raise ParameterError(f"expected {self.accepted()}")
+        if self.type == "string":
+            if len(value) > MAX_LENGTH or CONTROL.search(value):
+                raise ParameterError(f"expected {self.accepted()}")
+            if self.pattern is not None and not self.pattern.fullmatch(value):
+                raise ParameterError(f"expected {self.accepted()}")
+        return value
+
+    def sample(self) -> Any:
+        """A value that passes `check`, for validating a template before any Pod supplies one."""
+        if self.default is not None:
+            return self.default
+        if self.enum:
+            return self.enum[0]
+        return {"string": "sample", "integer": self.minimum if self.minimum is not None else 1, "boolean": False}[self.type]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def as_text(value: Any) -> str:
+    """How a typed value reads inside a string (booleans the Kubernetes way)."""
+    return _show(value)

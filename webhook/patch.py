@@ -1,0 +1,61 @@
+"""Explicit RFC 6902 operations for a planned injection.
+
+Each addition becomes one operation against the Pod as it arrived: arrays are created when absent and
+appended to otherwise, so the cost is the size of what is added, never the size of the Pod.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.keys import pointer_token
+from webhook.pod import PodView
+
+Op = dict[str, Any]
+
+
+@dataclass
+class Additions:
+    annotations: dict[str, str] = field(default_factory=dict)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    native_sidecars: list[dict[str, Any]] = field(default_factory=list)  # go first in initContainers
+    containers: list[dict[str, Any]] = field(default_factory=list)  # appended to containers
+    app_env: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # by app container index
+    app_mounts: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def operations(pod: PodView, add: Additions) -> list[Op]:
+    ops: list[Op] = []
+    if add.annotations:
+        if pod.metadata is None:
+            ops.append({"op": "add", "path": "/metadata", "value": {"annotations": add.annotations}})
+        elif not pod.has_annotations:
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": add.annotations})
+        else:
+            for key, value in add.annotations.items():
+                verb = "replace" if key in pod.annotations else "add"
+                ops.append({"op": verb, "path": "/metadata/annotations/" + pointer_token(key), "value": value})
+    _extend(ops, "/spec/volumes", pod.volumes, add.volumes)
+    if add.native_sidecars:
+        if pod.lists["initContainers"] is None:
+            ops.append({"op": "add", "path": "/spec/initContainers", "value": add.native_sidecars})
+        else:
+            # Native sidecars go before the Pod's own init containers, so those can already use them.
+            for i, container in enumerate(add.native_sidecars):
+                ops.append({"op": "add", "path": f"/spec/initContainers/{i}", "value": container})
+    _extend(ops, "/spec/containers", pod.containers, add.containers)
+    for index, env in add.app_env.items():
+        _extend(ops, f"/spec/containers/{index}/env", pod.containers[index].get("env"), env)
+    for index, mounts in add.app_mounts.items():
+        _extend(ops, f"/spec/containers/{index}/volumeMounts", pod.containers[index].get("volumeMounts"), mounts)
+    return ops
+
+
+def _extend(ops: list[Op], path: str, current: list[Any] | None, items: list[Any]) -> None:
+    if not items:
+        return
+    if current is None:
+        ops.append({"op": "add", "path": path, "value": items})
+    else:
+        ops.extend({"op": "add", "path": path + "/-", "value": item} for item in items)

@@ -1,0 +1,103 @@
+"""A checked view of the Pod fields the engine reads.
+
+The apiserver only sends well-formed Pods, but the CLI reads hand-written files and the endpoint must
+answer anything it is sent: every field is type-checked here once, so the engine can trust its input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+class PodShapeError(ValueError):
+    """The object is not shaped like a core/v1 Pod where the engine needs to read it."""
+
+
+@dataclass(frozen=True)
+class PodView:
+    raw: dict[str, Any]
+    metadata: dict[str, Any] | None
+    annotations: dict[str, str]
+    has_annotations: bool
+    name: str  # metadata.name, else generateName (a Pod of a ReplicaSet has no name yet at CREATE)
+    namespace: str
+    spec: dict[str, Any]
+    lists: dict[str, list[dict[str, Any]] | None]  # the three container lists; None when absent
+    volumes: list[dict[str, Any]] | None
+
+    @property
+    def containers(self) -> list[dict[str, Any]]:
+        return self.lists["containers"] or []
+
+
+def _dict(value: Any, where: str, *, optional: bool = True) -> dict[str, Any] | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise PodShapeError(f"{where} must be an object, got {_kind(value)}")
+    return value
+
+
+def _named_list(value: Any, where: str) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise PodShapeError(f"{where} must be a list, got {_kind(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise PodShapeError(f"{where}[{i}] must be an object, got {_kind(item)}")
+        if not isinstance(item.get("name"), str):
+            raise PodShapeError(f"{where}[{i}].name must be a string")
+    return value
+
+
+def _check_container(container: dict[str, Any], where: str) -> None:
+    for field in ("ports", "env", "volumeMounts"):
+        items = container.get(field)
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise PodShapeError(f"{where}.{field} must be a list of objects")
+    for i, port in enumerate(container.get("ports") or ()):
+        if not isinstance(port.get("containerPort"), int) or isinstance(port.get("containerPort"), bool):
+            raise PodShapeError(f"{where}.ports[{i}].containerPort must be an integer")
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__.replace("dict", "object").replace("str", "string")
+
+
+def read_pod(obj: Any, namespace: str = "", name: str = "") -> PodView:
+    """Checks `obj` and returns the view; `namespace` and `name` are used when the object has none."""
+    pod = _dict(obj, "the Pod", optional=False)
+    metadata = _dict(pod.get("metadata"), "metadata")
+    annotations = _dict((metadata or {}).get("annotations"), "metadata.annotations")
+    for key, value in (annotations or {}).items():
+        if not isinstance(value, str):
+            raise PodShapeError(f"metadata.annotations[{key!r}] must be a string, got {_kind(value)}")
+    spec = _dict(pod.get("spec"), "spec", optional=False)
+    lists = {name: _named_list(spec.get(name), f"spec.{name}") for name in CONTAINER_LISTS}
+    if not lists["containers"]:
+        raise PodShapeError("spec.containers must list at least one container")
+    for name, items in lists.items():
+        for i, container in enumerate(items or ()):
+            _check_container(container, f"spec.{name}[{i}]")
+    meta = metadata or {}
+    name = meta.get("name") or meta.get("generateName") or name
+    ns = meta.get("namespace") or namespace
+    if not isinstance(name, str) or not isinstance(ns, str):
+        raise PodShapeError("metadata.name, generateName and namespace must be strings")
+    return PodView(
+        raw=pod,
+        metadata=metadata,
+        annotations=annotations or {},
+        has_annotations=annotations is not None,
+        name=name,
+        namespace=ns,
+        spec=spec,
+        lists=lists,
+        volumes=_named_list(spec.get("volumes"), "spec.volumes"),
+    )

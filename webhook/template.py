@@ -1,0 +1,140 @@
+"""Placeholders in catalogue templates, compiled once at load time and filled in per Pod.
+
+`${params.NAME}` and `${pod.name}`, `${pod.namespace}`, `${pod.serviceAccountName}` are replaced inside
+string values of the parsed YAML; `$$` is a literal `$`. This is data substitution only: a value can
+never add keys, list items or YAML structure, and nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from webhook.parameters import Parameter, as_text
+
+PLACEHOLDER = re.compile(r"\$\$|\$\{([^}]*)\}")
+POD_FIELDS = ("name", "namespace", "serviceAccountName")
+
+
+class TemplateError(ValueError):
+    def __init__(self, path: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Interpolation:
+    """A string with placeholders. `parts` alternate literal text and references (is_ref, text)."""
+
+    parts: tuple[tuple[bool, str], ...]
+    typed: bool  # a lone placeholder in a number/boolean field keeps the parameter's type
+
+    def render(self, values: dict[str, Any]) -> Any:
+        if self.typed:
+            return values[self.parts[0][1]]
+        return "".join(as_text(values[text]) if is_ref else text for is_ref, text in self.parts)
+
+    def references(self) -> list[str]:
+        return [text for is_ref, text in self.parts if is_ref]
+
+
+def render(node: Any, values: dict[str, Any]) -> Any:
+    """A fresh copy of a compiled template with every placeholder filled from `values`."""
+    kind = type(node)
+    if kind is dict:
+        return {key: render(value, values) for key, value in node.items()}
+    if kind is list:
+        return [render(value, values) for value in node]
+    if kind is Interpolation:
+        return node.render(values)
+    return node
+
+
+def compile_tree(
+    node: Any,
+    parameters: dict[str, Parameter],
+    field_type: Callable[[tuple[Any, ...]], str],
+    path: tuple[Any, ...] = (),
+) -> Any:
+    """Replaces each string holding placeholders by an Interpolation; raises TemplateError."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if isinstance(key, str) and "$" in key and PLACEHOLDER.search(key):
+                raise TemplateError(path + (key,), f"placeholders are not allowed in keys: {key!r}")
+            out[key] = compile_tree(value, parameters, field_type, path + (key,))
+        return out
+    if isinstance(node, list):
+        return [compile_tree(value, parameters, field_type, path + (i,)) for i, value in enumerate(node)]
+    if isinstance(node, str) and "$" in node:
+        return _compile_string(node, parameters, field_type(path), path)
+    return node
+
+
+def _compile_string(text: str, parameters: dict[str, Parameter], target: str, path: tuple[Any, ...]) -> Any:
+    parts: list[tuple[bool, str]] = []
+    at = 0
+    for match in PLACEHOLDER.finditer(text):
+        parts.append((False, text[at:match.start()]))
+        if match.group(0) == "$$":
+            parts.append((False, "$"))
+        else:
+            parts.append((True, _reference(match.group(1).strip(), parameters, path)))
+        at = match.end()
+    parts.append((False, text[at:]))
+    parts = _merge_literals(parts)
+    refs = [p for p in parts if p[0]]
+    if not refs:
+        return "".join(t for _, t in parts)
+    whole = len(parts) == 1
+    kind = _reference_type(refs[0][1], parameters) if whole else "string"
+    if target in ("integer", "boolean"):
+        if kind != target:
+            raise TemplateError(
+                path,
+                f"this field takes a {target}: it must be a lone placeholder of a {target} parameter, not {text!r}",
+            )
+        return Interpolation(tuple(parts), typed=True)
+    return Interpolation(tuple(parts), typed=whole and target == "int-or-string")
+
+
+def _reference(ref: str, parameters: dict[str, Parameter], path: tuple[Any, ...]) -> str:
+    scope, _, name = ref.partition(".")
+    if (scope == "params" and name in parameters) or (scope == "pod" and name in POD_FIELDS):
+        return ref
+    known = [f"params.{p}" for p in parameters] + [f"pod.{f}" for f in POD_FIELDS]
+    raise TemplateError(path, f"unknown placeholder ${{{ref}}}; known: {', '.join(known)}")
+
+
+def _reference_type(ref: str, parameters: dict[str, Parameter]) -> str:
+    scope, _, name = ref.partition(".")
+    return parameters[name].type if scope == "params" else "string"
+
+
+def _merge_literals(parts: list[tuple[bool, str]]) -> list[tuple[bool, str]]:
+    merged: list[tuple[bool, str]] = []
+    for is_ref, text in parts:
+        if not is_ref and not text:
+            continue
+        if merged and not is_ref and not merged[-1][0]:
+            merged[-1] = (False, merged[-1][1] + text)
+        else:
+            merged.append((is_ref, text))
+    return merged
+
+
+def references(node: Any) -> set[str]:
+    """Every reference a compiled tree uses (to tell which parameters a template really needs)."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, Interpolation):
+            found.update(current.references())
+    return found
