@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from importlib import resources
 from typing import Any, Iterator
 
@@ -16,6 +17,7 @@ import jsonschema
 import kubernetes_validate
 from referencing import Registry, Resource
 
+UNEXPECTED = re.compile(r"'([^']+)' (?:was|were) unexpected")
 VERSION = kubernetes_validate.latest_version()
 DEFINITION = {
     "container": "io.k8s.api.core.v1.Container",
@@ -47,7 +49,11 @@ def _pod_validator() -> jsonschema.Draft202012Validator:
 def pod_errors(pod: dict[str, Any]) -> Iterator[tuple[list[Any], str]]:
     """(path, message) for every way `pod` breaks the strict Pod schema."""
     for error in _pod_validator().iter_errors(pod):
-        yield list(error.absolute_path), error.message
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties":  # point at the unexpected key, not its parent
+            unexpected = UNEXPECTED.search(error.message)
+            path += [unexpected.group(1)] if unexpected else []
+        yield path, error.message
 
 
 def field_type(definition: str, path: tuple[Any, ...]) -> str:

@@ -94,10 +94,14 @@ def _compile_string(text: str, parameters: dict[str, Parameter], target: str, pa
         if kind != target:
             raise TemplateError(
                 path,
-                f"this field takes a {target}: it must be a lone placeholder of a {target} parameter, not {text!r}",
+                f"this field takes {_an(target)}: it must be a lone placeholder of {_an(target)} parameter, not {text!r}",
             )
         return Interpolation(tuple(parts), typed=True)
     return Interpolation(tuple(parts), typed=whole and target == "int-or-string")
+
+
+def _an(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _reference(ref: str, parameters: dict[str, Parameter], path: tuple[Any, ...]) -> str:
