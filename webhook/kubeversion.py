@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Any
 
 from webhook.logs import event
 
@@ -19,18 +20,20 @@ def parse(version: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def native_sidecars(setting: str | None) -> bool:
-    """`setting` is a version like '1.28'; None means: ask the cluster when running in one, else assume a
-    current cluster (every supported Kubernetes release has native sidecars)."""
+def native_sidecars(setting: str | None, api_client: Any = None) -> bool:
+    """`setting` is a version like '1.28'. Without one, the cluster is asked once (`api_client`, else the
+    in-cluster configuration when running in a Pod); outside a cluster a current one is assumed (every
+    supported Kubernetes release has native sidecars)."""
     if setting:
         return parse(setting) >= NATIVE_SIDECARS_SINCE
-    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if api_client is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return True
     try:
         from kubernetes import client, config
 
-        config.load_incluster_config()
-        info = client.VersionApi().get_code(_request_timeout=5)
+        if api_client is None:
+            config.load_incluster_config()
+        info = client.VersionApi(api_client).get_code(_request_timeout=5)
         version = parse(f"{info.major}.{re.sub(r'[^0-9].*', '', info.minor)}")
     except Exception as err:  # any failure: keep serving, with the modern default, and say so
         event(logging.WARNING, "could not read the cluster version; assuming native sidecars", error=str(err))
