@@ -56,10 +56,20 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     holder = ConfigurationHolder(configuration)
+    config = uvicorn_config(create_app(holder, max_body_bytes=args.max_body_bytes), args.host, args.port, certfile, keyfile)
+    reloader = CertificateReloader(config.ssl, certfile, keyfile)
+    reloader.start()
+    uvicorn.Server(config).run()
+    reloader.stop()
+    return 0
+
+
+def uvicorn_config(app, host: str, port: int, certfile: Path, keyfile: Path) -> uvicorn.Config:
+    """The production server settings (bench/ starts its baseline with the very same ones)."""
     config = uvicorn.Config(
-        create_app(holder, max_body_bytes=args.max_body_bytes),
-        host=args.host,
-        port=args.port,
+        app,
+        host=host,
+        port=port,
         ssl_certfile=str(certfile),
         ssl_keyfile=str(keyfile),
         loop="uvloop",
@@ -71,8 +81,4 @@ def run(args: argparse.Namespace) -> int:
     )
     config.load()
     harden(config.ssl)
-    reloader = CertificateReloader(config.ssl, certfile, keyfile)
-    reloader.start()
-    uvicorn.Server(config).run()
-    reloader.stop()
-    return 0
+    return config

@@ -1,0 +1,264 @@
+"""The benchmark harness for /mutate: `python3 -m bench.run [--quick] [--write-results]`.
+
+Each server (podpatterns itself, and the baselines of bench/baselines.py) runs alone, pinned to CPU 0
+with taskset, on the production uvicorn/TLS settings; `hey` (Go's HTTP client, as kube-apiserver uses)
+drives it from CPU 1 over keep-alive connections on 127.0.0.1. Every figure is printed next to the
+floor's from the same run, since absolute numbers drift between runs on shared machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    failed: int
+
+
+def pinned(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    def __init__(self, name: str, command: list[str], port: int):
+        self.name, self.port = name, port
+        self.process = subprocess.Popen(pinned(0) + command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{name} exited: {self.process.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"{name} did not start within 30 s")
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/mutate"
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start(name: str, tls: Path) -> Process:
+    port = free_port()
+    cert, key = str(tls / "tls.crt"), str(tls / "tls.key")
+    if name == "podpatterns":
+        command = [sys.executable, "-m", "webhook", "serve", "--port", str(port), "--tls-cert", cert,
+                   "--tls-key", key, "--quiet", "--log-level", "warning"]
+    else:
+        command = [sys.executable, "-m", "bench.baselines", name, str(port), cert, key]
+    return Process(name, command, port)
+
+
+def hey(url: str, body: Path, *, seconds: float | None = None, requests: int | None = None,
+        concurrency: int = 16, rate_per_worker: float | None = None) -> Load:
+    command = pinned(1) + ["hey", "-c", str(concurrency), "-m", "POST", "-T", "application/json", "-D", str(body),
+                           "-t", "10"]
+    command += ["-z", f"{seconds}s"] if seconds else ["-n", str(requests)]
+    if rate_per_worker:
+        command += ["-q", str(rate_per_worker)]
+    limit = (seconds or 0) + 120 + (requests or 0) / 500  # every run stops by itself; this is the backstop
+    done = subprocess.run(command + [url], capture_output=True, text=True, timeout=limit)
+    if "Requests/sec:" not in done.stdout:
+        raise RuntimeError(f"hey produced no summary: {done.stderr[:500]}")
+    return parse_hey(done.stdout)
+
+
+def parse_hey(out: str) -> Load:
+    def number(pattern: str) -> float:
+        match = re.search(pattern, out)
+        return float(match.group(1)) if match else float("nan")
+
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    errors = sum(int(n) for n in re.findall(r"\[(\d+)\]\s+.*\n", out.split("Error distribution:")[1])) \
+        if "Error distribution:" in out else 0
+    return Load(
+        rps=number(r"Requests/sec:\s+([\d.]+)"),
+        p50_ms=number(r"50% in ([\d.]+) secs") * 1000,
+        p99_ms=number(r"99% in ([\d.]+) secs") * 1000,
+        ok=codes.get(200, 0),
+        failed=sum(n for c, n in codes.items() if c != 200) + errors,
+    )
+
+
+def in_process(bodies: dict[str, bytes], repeat: float) -> dict[str, float]:
+    """Microseconds per request of admission.review (decode + engine.plan + encode), per body."""
+    from webhook import admission, catalogue
+    from webhook.configuration import Configuration
+    from webhook.engine import Settings
+
+    configuration = Configuration(catalogue.load(), Settings())
+    times = {}
+    for name, body in bodies.items():
+        answer = admission.review(body, configuration)
+        assert answer.outcome in ("injected", "unchanged"), (name, answer.body[:300])
+        timer = timeit.Timer(lambda: admission.review(body, configuration))
+        loops, _ = timer.autorange()
+        runs = max(3, int(repeat * 5))
+        best = min(timer.repeat(repeat=runs, number=loops)) / loops
+        times[name] = best * 1e6
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few seconds in all: the CI smoke run")
+    parser.add_argument("--seconds", type=float, default=10, help="duration of each load run")
+    parser.add_argument("--memory-requests", type=int, default=1_000_000, help="requests for the memory check")
+    parser.add_argument("--write-results", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
+    args = parser.parse_args(argv)
+    if shutil.which("hey") is None:
+        print("bench: needs `hey` (Debian: apt-get install hey)", file=sys.stderr)
+        return 2
+    seconds = 1.0 if args.quick else args.seconds
+    memory_requests = 2_000 if args.quick else args.memory_requests
+    warm = 1_000 if args.quick else 10_000
+
+    report: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        report.append(line)
+
+    work = Path(tempfile.mkdtemp(prefix="podpatterns-bench-"))
+    from webhook import certs
+
+    certs.generate(certs.CertPaths(work), ["localhost"], ["127.0.0.1"])  # ECDSA P-256, as in production
+    bodies = corpus.corpus({"5KB": corpus.SIZES["5KB"]} if args.quick else corpus.SIZES)
+    files = {}
+    for name, body in {**corpus.recorded(), **bodies}.items():
+        files[name] = work / f"{name}.json"
+        files[name].write_bytes(body)
+
+    say(f"# /mutate benchmark ({'quick smoke run' if args.quick else 'full run'})")
+    say()
+    say(f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    say(f"- python {platform.python_version()}; server pinned to CPU 0, hey on CPU 1: {bool(pinned(0))}")
+    say(f"- load runs of {seconds:g} s; 16 keep-alive connections for throughput")
+    say()
+
+    main_body = files["5KB-all-three"]
+    say("## Throughput (req/s, 16 connections, 5KB Pod, all three entries)")
+    say()
+    say("| server | req/s | p50 ms | p99 ms | failed | × floor |")
+    say("|---|---|---|---|---|---|")
+    loads = {}
+    for name in ("floor", "engine", "podpatterns"):
+        server = start(name, work)
+        try:
+            hey(server.url, main_body, requests=500)  # warm-up
+            loads[name] = hey(server.url, main_body, seconds=seconds)
+        finally:
+            server.stop()
+        load = loads[name]
+        say(f"| {name} | {load.rps:.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.failed} | "
+            f"{load.rps / loads['floor'].rps:.2f} |")
+    say()
+    say("`engine` is the same admission code in a raw ASGI app: podpatterns ÷ engine is what FastAPI costs.")
+    say()
+
+    server = start("podpatterns", work)
+    try:
+        say("## Latency at fixed rates (podpatterns)")
+        say()
+        say("| body | rate | achieved req/s | p50 ms | p99 ms | failed |")
+        say("|---|---|---|---|---|---|")
+        for body_name in ["5KB-all-three", "pod-create-annotated"]:
+            for rate, workers in ((200, 4), (1000, 10)):
+                load = hey(server.url, files[body_name], seconds=seconds, concurrency=workers,
+                           rate_per_worker=rate / workers)
+                say(f"| {body_name} | {rate}/s | {load.rps:.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.failed} |")
+        say()
+        say("## Every corpus body once under load (podpatterns, 4 connections)")
+        say()
+        say("| body | bytes | req/s | p99 ms | failed |")
+        say("|---|---|---|---|---|")
+        for body_name, path in files.items():
+            load = hey(server.url, path, seconds=max(0.5, seconds / 4), concurrency=4)
+            say(f"| {body_name} | {path.stat().st_size} | {load.rps:.0f} | {load.p99_ms:.2f} | {load.failed} |")
+        say()
+        say(f"## Memory (podpatterns RSS)")
+        say()
+        hey(server.url, main_body, requests=warm)
+        early = server.rss_mib()
+        hey(server.url, main_body, requests=max(memory_requests - warm, 1))
+        late = server.rss_mib()
+        say(f"- after {warm} requests: {early:.1f} MiB; after {memory_requests}: {late:.1f} MiB; "
+            f"growth {100 * (late - early) / early:+.1f} %")
+        say()
+    finally:
+        server.stop()
+
+    say("## In-process cost of admission.review (decode + engine.plan + encode)")
+    say()
+    say("| body | µs/request | × 5KB |")
+    say("|---|---|---|")
+    times = in_process(bodies, 0.2 if args.quick else 1)
+    for name, micros in times.items():
+        base = times["5KB-" + name.split("-", 1)[1]]
+        say(f"| {name} | {micros:.1f} | {micros / base:.2f} |")
+    say()
+
+    say("## Targets")
+    say()
+    floor, ours = loads["floor"].rps, loads["podpatterns"].rps
+    checks = [("throughput ≥ 0.5 × floor", ours / floor, 0.5, True)]
+    if not args.quick:
+        checks += [("64KB ≤ 1.5 × 5KB in-process", times["64KB-all-three"] / times["5KB-all-three"], 1.5, False),
+                   ("256KB ≤ 3 × 5KB in-process", times["256KB-all-three"] / times["5KB-all-three"], 3, False),
+                   ("RSS growth ≤ 10 %", (late - early) / early * 100, 10, False)]
+    for label, value, limit, at_least in checks:
+        met = value >= limit if at_least else value <= limit
+        say(f"- {label}: {value:.2f} — {'met' if met else 'MISSED'}")
+    say()
+
+    shutil.rmtree(work, ignore_errors=True)
+    if args.write_results:
+        RESULTS.write_text("\n".join(report) + "\n")
+        print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
