@@ -52,7 +52,7 @@ def ops_of(response: dict[str, Any]) -> list[dict[str, Any]]:
 
 def apply(pod: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
     """Applies the ops with jsonpatch, independent of the engine's own code."""
-    return jsonpatch.JsonPatch(ops).apply(copy.deepcopy(pod))
+    return jsonpatch.JsonPatch(copy.deepcopy(ops)).apply(copy.deepcopy(pod))
 
 
 def assert_valid_pod(pod: dict[str, Any]) -> None:

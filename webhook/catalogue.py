@@ -20,7 +20,7 @@ from webhook import schema
 from webhook.parameters import Parameter, ParameterError
 from webhook.restricted import container_violations, volume_violations
 from webhook.sourcemap import Document, SourceError, load_documents
-from webhook.template import TemplateError, compile_tree, render
+from webhook.template import TemplateError, compile_tree, render, sequence
 
 API_VERSION = "podpatterns.io/v1alpha1"
 KIND = "PatternTemplate"
@@ -193,13 +193,13 @@ def _entry(doc: Document, filename: str) -> Entry:
         pattern=pattern,
         description=str(spec.get("description", "")),
         parameters=parameters,
-        containers=[compiled(c, "container", ("spec", "containers", i)) for i, c in enumerate(containers)],
-        volumes=[compiled(v, "volume", ("spec", "volumes", i)) for i, v in enumerate(volumes)],
-        app_env=[compiled(e, "env", ("spec", "appContainers", "env", i)) for i, e in enumerate(_list(app, "env"))],
-        app_mounts=[
+        containers=sequence([compiled(c, "container", ("spec", "containers", i)) for i, c in enumerate(containers)]),
+        volumes=sequence([compiled(v, "volume", ("spec", "volumes", i)) for i, v in enumerate(volumes)]),
+        app_env=sequence([compiled(e, "env", ("spec", "appContainers", "env", i)) for i, e in enumerate(_list(app, "env"))]),
+        app_mounts=sequence([
             compiled(m, "volumeMount", ("spec", "appContainers", "volumeMounts", i))
             for i, m in enumerate(_list(app, "volumeMounts"))
-        ],
+        ]),
         lifecycle=lifecycle,
         digest="sha256:" + hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16],
         origin=f"{filename}:{doc.line_of(())}",

@@ -16,7 +16,7 @@ from webhook.catalogue import Catalogue, Entry
 from webhook.keys import DEFAULT_CONTAINER, AnnotationKeys
 from webhook.parameters import ParameterError
 from webhook.patch import Additions, Op, operations
-from webhook.pod import CONTAINER_LISTS, PodShapeError, PodView, read_pod
+from webhook.pod import CONTAINER_LISTS, PodShapeError, PodView, check_containers, read_pod
 from webhook.template import render
 
 MAX_SHOWN = 100  # characters of a user's value repeated in a message
@@ -83,6 +83,7 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, result: Plan) 
         chosen.append((entry, values))
     if not chosen:
         return
+    check_containers(pod)
     additions = _additions(pod, chosen, settings, result.warnings)
     records += [{"entry": e.name, "pattern": e.pattern, "digest": e.digest} for e, _ in chosen]
     additions.annotations[keys.status] = orjson.dumps(records).decode()

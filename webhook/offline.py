@@ -41,7 +41,8 @@ def run(docs: list[Any], configuration: Configuration, namespace: str) -> list[R
         plan = engine.plan(target.pod, configuration.catalogue, configuration.settings, target.namespace, target.name_for_pod)
         if plan.ops and plan.denial is None:
             # Applied with jsonpatch, an implementation independent of the engine that wrote the ops.
-            injected = jsonpatch.apply_patch(copy.deepcopy(target.pod), plan.ops)
+            # Deep copies: the ops share constant parts of the catalogue's templates (see template.render).
+            injected = jsonpatch.apply_patch(copy.deepcopy(target.pod), copy.deepcopy(plan.ops))
             doc = workloads.put(doc, target, injected)
         results.append(Result(doc, target, plan))
     return results

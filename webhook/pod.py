@@ -54,16 +54,27 @@ def _named_list(value: Any, where: str) -> list[dict[str, Any]] | None:
     return value
 
 
-def _check_container(container: dict[str, Any], where: str) -> None:
-    for field in ("ports", "env", "volumeMounts"):
-        items = container.get(field)
-        if items is None:
-            continue
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise PodShapeError(f"{where}.{field} must be a list of objects")
-    for i, port in enumerate(container.get("ports") or ()):
-        if not isinstance(port.get("containerPort"), int) or isinstance(port.get("containerPort"), bool):
-            raise PodShapeError(f"{where}.ports[{i}].containerPort must be an integer")
+def _list_of_objects(container: dict[str, Any], field: str, where: str) -> list[dict[str, Any]]:
+    items = container.get(field)
+    if items is None:
+        return []
+    if type(items) is not list or not all(type(i) is dict for i in items):
+        raise PodShapeError(f"{where}.{field} must be a list of objects")
+    return items
+
+
+def check_containers(pod: PodView) -> None:
+    """Checks the container fields injection reads: ports of regular and init containers, env and
+    volumeMounts of the app containers. Only Pods that get something injected pay for it."""
+    for kind in ("containers", "initContainers"):
+        for i, container in enumerate(pod.lists[kind] or ()):
+            where = f"spec.{kind}[{i}]"
+            for j, port in enumerate(_list_of_objects(container, "ports", where)):
+                if type(port.get("containerPort")) is not int:
+                    raise PodShapeError(f"{where}.ports[{j}].containerPort must be an integer")
+            if kind == "containers":
+                _list_of_objects(container, "env", where)
+                _list_of_objects(container, "volumeMounts", where)
 
 
 def _kind(value: Any) -> str:
@@ -82,9 +93,6 @@ def read_pod(obj: Any, namespace: str = "", name: str = "") -> PodView:
     lists = {name: _named_list(spec.get(name), f"spec.{name}") for name in CONTAINER_LISTS}
     if not lists["containers"]:
         raise PodShapeError("spec.containers must list at least one container")
-    for name, items in lists.items():
-        for i, container in enumerate(items or ()):
-            _check_container(container, f"spec.{name}[{i}]")
     meta = metadata or {}
     name = meta.get("name") or meta.get("generateName") or name
     ns = meta.get("namespace") or namespace

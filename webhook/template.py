@@ -40,12 +40,25 @@ class Interpolation:
         return [text for is_ref, text in self.parts if is_ref]
 
 
+class DynamicDict(dict):
+    """A mapping with a placeholder somewhere below it; a plain dict in a compiled tree has none."""
+
+
+class DynamicList(list):
+    """A list with a placeholder somewhere below it."""
+
+
 def render(node: Any, values: dict[str, Any]) -> Any:
-    """A fresh copy of a compiled template with every placeholder filled from `values`."""
+    """The template with every placeholder filled from `values`.
+
+    Only the paths that lead to a placeholder are rebuilt; subtrees without one are returned as they
+    are, shared between renders, so the result must be treated as read-only (serialize it, or copy it
+    before editing). This is the request path's main cost, and most of a template is constant.
+    """
     kind = type(node)
-    if kind is dict:
+    if kind is DynamicDict:
         return {key: render(value, values) for key, value in node.items()}
-    if kind is list:
+    if kind is DynamicList:
         return [render(value, values) for value in node]
     if kind is Interpolation:
         return node.render(values)
@@ -58,19 +71,29 @@ def compile_tree(
     field_type: Callable[[tuple[Any, ...]], str],
     path: tuple[Any, ...] = (),
 ) -> Any:
-    """Replaces each string holding placeholders by an Interpolation; raises TemplateError."""
+    """Replaces each string holding placeholders by an Interpolation, and marks the containers on the way
+    to one as Dynamic; raises TemplateError."""
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
             if isinstance(key, str) and "$" in key and PLACEHOLDER.search(key):
                 raise TemplateError(path + (key,), f"placeholders are not allowed in keys: {key!r}")
             out[key] = compile_tree(value, parameters, field_type, path + (key,))
-        return out
+        return DynamicDict(out) if any(_dynamic(v) for v in out.values()) else out
     if isinstance(node, list):
-        return [compile_tree(value, parameters, field_type, path + (i,)) for i, value in enumerate(node)]
+        return sequence([compile_tree(value, parameters, field_type, path + (i,)) for i, value in enumerate(node)])
     if isinstance(node, str) and "$" in node:
         return _compile_string(node, parameters, field_type(path), path)
     return node
+
+
+def sequence(items: list[Any]) -> list[Any]:
+    """A list of compiled trees, itself marked Dynamic when any item is."""
+    return DynamicList(items) if any(_dynamic(item) for item in items) else items
+
+
+def _dynamic(node: Any) -> bool:
+    return type(node) in (DynamicDict, DynamicList, Interpolation)
 
 
 def _compile_string(text: str, parameters: dict[str, Parameter], target: str, path: tuple[Any, ...]) -> Any:
