@@ -34,7 +34,7 @@ def review(body: bytes, configuration: Configuration) -> Answer:
     request = _decode(body)
     uid = request["uid"]
     try:
-        return _answer(request, configuration)
+        return answer(request, configuration)
     except Exception:  # a bug must still answer the apiserver, and deny rather than skip injection
         event(logging.ERROR, "internal error while answering a review", uid=uid, exc_info=True)
         return Answer(_deny(uid, 500, "podpatterns internal error; the webhook's log has the details"), "error")
@@ -57,7 +57,8 @@ def _decode(body: bytes) -> dict[str, Any]:
     return request
 
 
-def _answer(request: dict[str, Any], configuration: Configuration) -> Answer:
+def answer(request: dict[str, Any], configuration: Configuration) -> Answer:
+    """The response to a decoded request: engine.plan plus the encoding of its result."""
     uid = request["uid"]
     kind = request.get("kind")
     is_pod = isinstance(kind, dict) and kind.get("kind") == "Pod" and kind.get("group") == ""
