@@ -39,10 +39,6 @@ class Webhook:
         self.max_body_bytes = max_body_bytes
         self.api = _health_and_metrics()
 
-    @property
-    def state(self) -> Any:
-        return self.api.state
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/mutate" and scope["method"] == "POST":
             await self.mutate(scope, receive, send)

@@ -64,10 +64,6 @@ class Entry:
     origin: str
     warnings: tuple[str, ...] = ()
 
-    @property
-    def container_names(self) -> list[str]:
-        return [c["name"] for c in self.containers]
-
 
 @dataclass(frozen=True)
 class Catalogue:

@@ -36,9 +36,6 @@ class Interpolation:
             return values[self.parts[0][1]]
         return "".join(as_text(values[text]) if is_ref else text for is_ref, text in self.parts)
 
-    def references(self) -> list[str]:
-        return [text for is_ref, text in self.parts if is_ref]
-
 
 class DynamicDict(dict):
     """A mapping with a placeholder somewhere below it; a plain dict in a compiled tree has none."""
@@ -150,18 +147,3 @@ def _merge_literals(parts: list[tuple[bool, str]]) -> list[tuple[bool, str]]:
         else:
             merged.append((is_ref, text))
     return merged
-
-
-def references(node: Any) -> set[str]:
-    """Every reference a compiled tree uses (to tell which parameters a template really needs)."""
-    found: set[str] = set()
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)
-        elif isinstance(current, Interpolation):
-            found.update(current.references())
-    return found
