@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             load = hey(server.url, path, seconds=max(0.5, seconds / 4), concurrency=4)
             say(f"| {body_name} | {path.stat().st_size} | {load.rps:.0f} | {load.p99_ms:.2f} | {load.failed} |")
         say()
-        say(f"## Memory (podpatterns RSS)")
+        say("## Memory (podpatterns RSS)")
         say()
         hey(server.url, main_body, requests=warm)
         early = server.rss_mib()
