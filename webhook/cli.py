@@ -9,14 +9,24 @@ from typing import TextIO
 
 import yaml
 
-from webhook import catalogue, certs, kubeversion
+from webhook import catalogue, certs, kubeversion, settingsfile
 from webhook.configuration import Configuration
 from webhook.engine import Settings
 from webhook.keys import DEFAULT_PREFIX, AnnotationKeys
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        try:
+            settings = settingsfile.flags(args.config, parser.serve_parser)
+        except settingsfile.SettingsError as err:
+            print(f"podpatterns serve: {err}", file=sys.stderr)
+            return 2
+        # The file's settings go first: a flag on the command line wins.
+        args = parser.parse_args(["serve", *settings, *argv[1:]])
     return args.func(args)
 
 
@@ -34,8 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=3 * 1024 * 1024, help="largest accepted request body")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--quiet", action="store_true", help="do not print the caBundle and webhook configuration")
+    serve.add_argument("--config", metavar="FILE",
+                       help="YAML settings file: serve flags without the dashes (e.g. log-level: debug); flags win")
     _engine_options(serve)
     serve.set_defaults(func=_serve)
+    parser.serve_parser = serve  # the settings file is checked against serve's own flags
 
     for name, helptext, func in (("inject", "inject into the Pods of a manifest and print it", _inject),
                                  ("explain", "say what would be injected into each Pod and why", _explain)):
