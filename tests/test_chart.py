@@ -311,3 +311,20 @@ def test_notes_tell_how_to_annotate_a_pod_and_check_it():
     assert 'podpatterns.io/inject: "log-shipper"' in notes
     assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in notes
     assert "podpatterns\\.io/status" in notes
+
+
+def test_the_chart_readme_lists_every_value():
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def leaves(tree: dict[str, Any], prefix: str = ""):
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            # A map of free-form entries (resources, selectors…) is documented as one value.
+            if isinstance(value, dict) and value and path not in ("resources",):
+                yield from leaves(value, f"{path}.")
+            else:
+                yield path
+
+    missing = [path for path in leaves(values) if f"| `{path}` |" not in readme]
+    assert missing == []
