@@ -115,7 +115,7 @@ def test_explain_says_what_from_where_and_why_not(tmp_path, capsys):
         "    port = 5432  (default)",
         "  log-shipper: not injected, already injected (annotation podpatterns.io/status)",
         "Pod b in namespace default:",
-        "  nothing to inject: the Pod has no podpatterns.io/inject annotation",
+        "  nothing to inject: no podpatterns.io/inject annotation on the Pod or its Namespace, and no policy rule adds one",
         "Pod c in namespace default:",
         "  denied: annotation podpatterns.io/inject: 'x' names unknown entry 'x'; known entries: "
         "db-ambassador, json-log-adapter, log-shipper",

@@ -16,6 +16,7 @@ import orjson
 from webhook import engine
 from webhook.configuration import Configuration
 from webhook.logs import event
+from webhook.namespaces import Namespaces, NotSynced
 from webhook.wire import API_VERSION, AdmissionResponse
 
 
@@ -30,11 +31,14 @@ class Answer:
     injected: list[str] = field(default_factory=list)
 
 
-def review(body: bytes, configuration: Configuration) -> Answer:
+def review(body: bytes, configuration: Configuration, namespaces: Namespaces | None = None) -> Answer:
+    """Raises BadReview, and NotSynced while the Namespaces were never read (the caller answers 503)."""
     request = _decode(body)
     uid = request["uid"]
     try:
-        return answer(request, configuration)
+        return answer(request, configuration, namespaces)
+    except NotSynced:
+        raise
     except Exception:  # a bug must still answer the apiserver, and deny rather than skip injection
         event(logging.ERROR, "internal error while answering a review", uid=uid, exc_info=True)
         return Answer(_deny(uid, 500, "podpatterns internal error; the webhook's log has the details"), "error")
@@ -57,7 +61,7 @@ def _decode(body: bytes) -> dict[str, Any]:
     return request
 
 
-def answer(request: dict[str, Any], configuration: Configuration) -> Answer:
+def answer(request: dict[str, Any], configuration: Configuration, namespaces: Namespaces | None = None) -> Answer:
     """The response to a decoded request: engine.plan plus the encoding of its result."""
     uid = request["uid"]
     kind = request.get("kind")
@@ -66,7 +70,9 @@ def answer(request: dict[str, Any], configuration: Configuration) -> Answer:
     if not is_pod or request.get("operation") != "CREATE" or request.get("subResource"):
         return Answer(_allow(uid), "unchanged")
     namespace = request.get("namespace") if isinstance(request.get("namespace"), str) else ""
-    plan = engine.plan(request.get("object"), configuration.catalogue, configuration.settings, namespace)
+    info = namespaces.lookup(namespace) if namespaces is not None else None
+    plan = engine.plan(request.get("object"), configuration.catalogue, configuration.settings, namespace,
+                       namespace_info=info, policy=configuration.policy)
     if plan.denial is not None:
         event(logging.INFO, "denied", uid=uid, namespace=namespace, reason=plan.denial)
         return Answer(_deny(uid, 400, plan.denial, plan.warnings), "denied")

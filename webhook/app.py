@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from webhook import admission
 from webhook.configuration import ConfigurationHolder
 from webhook.metrics import BY_OUTCOME, LATENCY, count_injection
+from webhook.namespaces import Namespaces, NotSynced
 
 DEFAULT_MAX_BODY = 3 * 1024 * 1024  # the apiserver's own limit on a request body
 JSON = "application/json"
@@ -34,9 +35,11 @@ class BodyTooLarge(Exception):
 class Webhook:
     """The ASGI application: POST /mutate straight to the admission code, everything else to FastAPI."""
 
-    def __init__(self, holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY):
+    def __init__(self, holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
+                 namespaces: Namespaces | None = None):
         self.holder = holder
         self.max_body_bytes = max_body_bytes
+        self.namespaces = namespaces
         self.api = _health_and_metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,7 +52,11 @@ class Webhook:
         started = time.perf_counter()
         try:
             body = await _read_body(scope, receive, self.max_body_bytes)
-            answer = admission.review(body, self.holder.current)
+            answer = admission.review(body, self.holder.current, self.namespaces)
+        except NotSynced:
+            # Answered like an outage, so the webhook configuration's failurePolicy decides.
+            BY_OUTCOME["unavailable"].inc()
+            return await _send(send, 503, _error(503, "podpatterns has not read the cluster's Namespaces yet; retry"))
         except BodyTooLarge:
             BY_OUTCOME["invalid"].inc()
             return await _send(send, 413, _error(413, f"request body is larger than {self.max_body_bytes} bytes"))
@@ -63,8 +70,9 @@ class Webhook:
         await _send(send, 200, answer.body)
 
 
-def create_app(holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY) -> Webhook:
-    return Webhook(holder, max_body_bytes)
+def create_app(holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
+               namespaces: Namespaces | None = None) -> Webhook:
+    return Webhook(holder, max_body_bytes, namespaces)
 
 
 def _health_and_metrics() -> FastAPI:

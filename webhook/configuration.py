@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 from webhook.catalogue import Catalogue
 from webhook.engine import Settings
+from webhook.policy import EMPTY, Policy
 
 
 @dataclass(frozen=True)
 class Configuration:
     catalogue: Catalogue
     settings: Settings
+    policy: Policy = EMPTY
 
 
 class ConfigurationHolder:

@@ -8,15 +8,18 @@ globals: the HTTP endpoint, the CLI and the tests all call `plan`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
+from webhook import limits
 from webhook.catalogue import Catalogue, Entry
 from webhook.keys import DEFAULT_CONTAINER, AnnotationKeys
 from webhook.parameters import ParameterError
 from webhook.patch import Additions, Op, operations
-from webhook.pod import CONTAINER_LISTS, PodShapeError, PodView, check_containers, read_pod
+from webhook.pod import CONTAINER_LISTS, PodShapeError, PodView, check_containers, check_resources, read_pod
+from webhook.policy import EMPTY as EMPTY_POLICY
+from webhook.policy import Policy, Rule
 from webhook.template import render
 
 MAX_SHOWN = 100  # characters of a user's value repeated in a message
@@ -29,9 +32,18 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class NamespaceInfo:
+    """What the engine knows of the Pod's Namespace (from the namespace cache, or a manifest offline)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Decision:
     entry: str
-    source: str  # which annotation or rule asked for it
+    source: str  # who asked for it, as a phrase: "requested by annotation …", "added by rule … (mandatory)"
     injected: bool
     reason: str = ""  # why not, when not injected
     parameters: dict[str, tuple[Any, str]] = field(default_factory=dict)  # name -> (value, where it came from)
@@ -43,6 +55,7 @@ class Plan:
     decisions: list[Decision] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     denial: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the policy changed besides injecting, for explain
 
     @property
     def injected(self) -> list[str]:
@@ -53,43 +66,72 @@ class Denied(Exception):
     """A user mistake: the Pod must not be created as it is."""
 
 
-def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = "", name: str = "") -> Plan:
-    """`namespace` and `name` stand in when the Pod has none (the request's namespace; a workload's name)."""
+@dataclass
+class _Request:
+    entry: str
+    source: str
+    from_pod: bool = False
+    mandatory_by: str | None = None  # the first mandatory rule that adds it
+
+
+def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = "", name: str = "",
+         namespace_info: NamespaceInfo | None = None, policy: Policy = EMPTY_POLICY) -> Plan:
+    """`namespace` and `name` stand in when the Pod has none (the request's namespace; a workload's name).
+    Without `namespace_info` the Namespace is taken to have no labels and no annotations."""
     result = Plan()
     try:
         view = read_pod(pod, namespace, name)
-        _plan(view, catalogue, settings, result)
+        _plan(view, catalogue, settings, namespace_info or NamespaceInfo(view.namespace), policy, result)
     except PodShapeError as err:
         result.ops, result.denial = [], f"the object is not a valid Pod: {err}"
-    except Denied as err:
+    except (Denied, limits.LimitDenied) as err:
         result.ops, result.denial = [], str(err)
     return result
 
 
-def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, result: Plan) -> None:
+def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: NamespaceInfo, policy: Policy,
+          result: Plan) -> None:
     keys = settings.keys
-    requested = _requested(pod, catalogue, keys, result.warnings)
+    rules = policy.matching(namespace.labels, pod.labels)
+    requested = _requested(pod, namespace, rules, catalogue, keys, result)
     records = _status_records(pod, keys)
     done = {r["entry"] for r in records}
-    supplied = _supplied_parameters(pod, catalogue, keys, {name for name, _ in requested}, done, result.warnings)
+    supplied = _supplied_parameters(pod, catalogue, keys, {r.entry for r in requested}, done, result.warnings)
+    environment = namespace.labels.get(policy.environment_label)
+    by_environment = policy.environments.get(environment, {}) if environment is not None else {}
     chosen: list[tuple[Entry, dict[str, tuple[Any, str]]]] = []
-    for name, source in requested:
-        if name in done:
-            result.decisions.append(Decision(name, source, False, f"already injected (annotation {keys.status})"))
+    for request in requested:
+        if request.entry in done:
+            result.decisions.append(Decision(request.entry, request.source, False,
+                                             f"already injected (annotation {keys.status})"))
             continue
-        entry = catalogue[name]
-        values = _resolve_parameters(entry, supplied.get(name, {}), keys)
-        result.decisions.append(Decision(name, source, True, parameters=values))
+        entry = catalogue[request.entry]
+        environment_values = {
+            name: (value, f"environment {environment} (namespace label {policy.environment_label})")
+            for name, value in by_environment.get(entry.name, {}).items()
+        }
+        values = _resolve_parameters(entry, environment_values | supplied.get(entry.name, {}), keys)
+        result.decisions.append(Decision(request.entry, request.source, True, parameters=values))
         chosen.append((entry, values))
-    if not chosen:
+    limits_rule = next((rule for rule in rules if rule.resources is not None), None)
+    cap_rules = [rule for rule in rules if rule.max_containers is not None]
+    if not chosen and limits_rule is None and not cap_rules:
         return
     check_containers(pod)
-    additions = _additions(pod, chosen, settings, result.warnings)
-    records += [{"entry": e.name, "pattern": e.pattern, "digest": e.digest} for e, _ in chosen]
-    additions.annotations[keys.status] = orjson.dumps(records).decode()
-    if DEFAULT_CONTAINER not in pod.annotations:
-        # Keeps `kubectl logs` and `kubectl exec` on the app, not on an injected container.
-        additions.annotations[DEFAULT_CONTAINER] = pod.containers[0]["name"]
+    additions = _additions(pod, chosen, settings, result.warnings) if chosen else Additions()
+    if cap_rules:
+        limits.check_container_count(pod, additions, min(cap_rules, key=lambda rule: rule.max_containers))
+    if limits_rule is not None:
+        check_resources(pod)
+        warnings, notes = limits.apply(pod, additions, limits_rule)
+        result.warnings += warnings
+        result.notes += notes
+    if chosen:
+        records += [{"entry": e.name, "pattern": e.pattern, "digest": e.digest} for e, _ in chosen]
+        additions.annotations[keys.status] = orjson.dumps(records).decode()
+        if DEFAULT_CONTAINER not in pod.annotations:
+            # Keeps `kubectl logs` and `kubectl exec` on the app, not on an injected container.
+            additions.annotations[DEFAULT_CONTAINER] = pod.containers[0]["name"]
     result.ops = operations(pod, additions)
 
 
@@ -97,25 +139,83 @@ def _show(value: str) -> str:
     return repr(value if len(value) <= MAX_SHOWN else value[:MAX_SHOWN] + "…")
 
 
-def _requested(pod: PodView, catalogue: Catalogue, keys: AnnotationKeys, warnings: list[str]) -> list[tuple[str, str]]:
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _requested(pod: PodView, namespace: NamespaceInfo, rules: list[Rule], catalogue: Catalogue,
+               keys: AnnotationKeys, result: Plan) -> list[_Request]:
+    """The entries asked for, in order: the Pod's annotation, the Namespace's annotation, then the policy's
+    rules in file order. An entry asked for twice keeps its first source; a mandatory rule marks it."""
+    requests: dict[str, _Request] = {}
     value = pod.annotations.get(keys.inject)
-    if value is None:
-        return []
-    names: list[str] = []
-    for name in (part.strip() for part in value.split(",")):
-        if not name:
-            continue
+    for name in _names(value or ""):
         if name not in catalogue:
             raise Denied(
                 f"annotation {keys.inject}: {_show(value)} names unknown entry {_show(name)}; "
                 f"known entries: {', '.join(catalogue.names())}"
             )
-        if name in names:
-            warnings.append(f"annotation {keys.inject}: {name} is listed twice; injected once")
+        if name in requests:
+            result.warnings.append(f"annotation {keys.inject}: {name} is listed twice; injected once")
             continue
-        names.append(name)
-    source = f"annotation {keys.inject}"
-    return [(name, source) for name in names]
+        requests[name] = _Request(name, f"requested by annotation {keys.inject}", from_pod=True)
+    namespace_source = f"added by namespace {namespace.name} (annotation {keys.inject})"
+    for name in _names(namespace.annotations.get(keys.inject, "")):
+        if name not in catalogue:
+            # The Pod's author cannot fix the Namespace: say so, and create the Pod.
+            result.warnings.append(f"namespace {namespace.name} annotation {keys.inject} names unknown entry "
+                                   f"{_show(name)}; ignored")
+            continue
+        requests.setdefault(name, _Request(name, namespace_source))
+    for rule in rules:
+        for name in rule.inject:
+            request = requests.setdefault(name, _Request(name, f"added by rule {rule.name}"))
+            if rule.mandatory and request.mandatory_by is None:
+                request.mandatory_by = rule.name
+                added_here = request.source == f"added by rule {rule.name}"
+                request.source += " (mandatory)" if added_here else f"; mandatory by rule {rule.name}"
+    _check_allowed(requests, rules, namespace, keys)
+    return _without_excluded(requests, pod, catalogue, keys, result)
+
+
+def _check_allowed(requests: dict[str, _Request], rules: list[Rule], namespace: NamespaceInfo,
+                   keys: AnnotationKeys) -> None:
+    # Rules restrict what the Pod and the Namespace ask for; entries the rules add themselves are the
+    # platform team's own choice.
+    for rule in rules:
+        if rule.allowed_entries is None:
+            continue
+        for request in requests.values():
+            asked = request.from_pod or request.source.startswith("added by namespace")
+            if asked and request.entry not in rule.allowed_entries:
+                allowed = ", ".join(sorted(rule.allowed_entries)) or "none"
+                raise Denied(f"{request.entry} ({request.source}) is not allowed in namespace {namespace.name} "
+                             f"by rule {rule.name}; allowed entries: {allowed}")
+
+
+def _without_excluded(requests: dict[str, _Request], pod: PodView, catalogue: Catalogue, keys: AnnotationKeys,
+                      result: Plan) -> list[_Request]:
+    value = pod.annotations.get(keys.exclude)
+    if value is None:
+        return list(requests.values())
+    excluded = set(_names(value))
+    everything = "all" in excluded
+    for name in sorted(excluded - {"all"} - set(catalogue.names())):
+        result.warnings.append(f"annotation {keys.exclude}: there is no catalogue entry {name!r}; ignored")
+    kept = []
+    for request in requests.values():
+        if request.from_pod or not (everything or request.entry in excluded):
+            if request.from_pod and request.entry in excluded:
+                result.warnings.append(f"{request.entry} is both requested by {keys.inject} and excluded by "
+                                       f"{keys.exclude}; the request wins")
+            kept.append(request)
+        elif request.mandatory_by is not None:
+            raise Denied(f"annotation {keys.exclude}: {_show(value)} excludes {request.entry}, which is mandatory "
+                         f"by rule {request.mandatory_by}; remove it from the annotation")
+        else:
+            result.decisions.append(Decision(request.entry, request.source, False,
+                                             f"excluded by annotation {keys.exclude}"))
+    return kept
 
 
 def _status_records(pod: PodView, keys: AnnotationKeys) -> list[dict[str, str]]:

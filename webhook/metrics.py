@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-OUTCOMES = ("injected", "unchanged", "denied", "error", "invalid")
+OUTCOMES = ("injected", "unchanged", "denied", "error", "invalid", "unavailable")
 
 REQUESTS = Counter("podpatterns_admission_requests", "AdmissionReview requests answered, by outcome", ["outcome"])
 INJECTIONS = Counter("podpatterns_injections", "Catalogue entries injected into Pods, by entry", ["entry"])

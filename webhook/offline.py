@@ -11,6 +11,7 @@ import yaml
 
 from webhook import engine, workloads
 from webhook.configuration import Configuration
+from webhook.namespaces import StaticNamespaces
 
 
 class ManifestError(ValueError):
@@ -31,14 +32,29 @@ def read_manifests(stream: TextIO) -> list[Any]:
         raise ManifestError(f"invalid YAML: {err}") from None
 
 
+def namespaces_in(docs: list[Any]) -> StaticNamespaces:
+    """The Namespace documents of a manifest (`kubectl get ns prod -o yaml`), for namespace defaults and rules."""
+    found = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "Namespace" and isinstance(doc.get("metadata"), dict):
+            meta = doc["metadata"]
+            labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+            if isinstance(meta.get("name"), str) and isinstance(labels, dict) and isinstance(annotations, dict):
+                found.append(engine.NamespaceInfo(meta["name"], {str(k): str(v) for k, v in labels.items()},
+                                                  {str(k): str(v) for k, v in annotations.items()}))
+    return StaticNamespaces(found)
+
+
 def run(docs: list[Any], configuration: Configuration, namespace: str) -> list[Result]:
+    namespaces = namespaces_in(docs)
     results = []
     for doc in docs:
         target = workloads.find(doc, namespace)
         if target is None:
             results.append(Result(doc, None, None))
             continue
-        plan = engine.plan(target.pod, configuration.catalogue, configuration.settings, target.namespace, target.name_for_pod)
+        plan = engine.plan(target.pod, configuration.catalogue, configuration.settings, target.namespace,
+                           target.name_for_pod, namespaces.lookup(target.namespace), configuration.policy)
         if plan.ops and plan.denial is None:
             # Applied with jsonpatch, an implementation independent of the engine that wrote the ops.
             # Deep copies: the ops share constant parts of the catalogue's templates (see template.render).
@@ -55,15 +71,17 @@ def explain(result: Result, keys_inject: str) -> str:
     lines = [f"{target.label}:"]
     if plan.denial is not None:
         lines.append(f"  denied: {plan.denial}")
-    elif not plan.decisions:
-        lines.append(f"  nothing to inject: the Pod has no {keys_inject} annotation")
+    elif not plan.decisions and not plan.notes:
+        lines.append(f"  nothing to inject: no {keys_inject} annotation on the Pod or its Namespace, and no policy rule adds one")
     for decision in plan.decisions:
         if decision.injected:
-            lines.append(f"  {decision.entry}: injected, requested by {decision.source}")
+            lines.append(f"  {decision.entry}: injected, {decision.source}")
             for name, (value, origin) in decision.parameters.items():
                 lines.append(f"    {name} = {_text(value)}  ({origin})")
         elif plan.denial is None:
             lines.append(f"  {decision.entry}: not injected, {decision.reason}")
+    if plan.denial is None:
+        lines += [f"  {note}" for note in plan.notes]
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
 

@@ -23,6 +23,8 @@ class Additions:
     containers: list[dict[str, Any]] = field(default_factory=list)  # appended to containers
     app_env: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # by app container index
     app_mounts: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    # (container list, index) -> the whole new resources object of an app container (policy defaults)
+    app_resources: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
 
 def operations(pod: PodView, add: Additions) -> list[Op]:
@@ -36,6 +38,9 @@ def operations(pod: PodView, add: Additions) -> list[Op]:
             for key, value in add.annotations.items():
                 verb = "replace" if key in pod.annotations else "add"
                 ops.append({"op": verb, "path": "/metadata/annotations/" + pointer_token(key), "value": value})
+    # Before the native sidecars are inserted: they shift the indexes of the app's init containers.
+    for (kind, index), resources in add.app_resources.items():
+        ops.append({"op": "add", "path": f"/spec/{kind}/{index}/resources", "value": resources})
     _extend(ops, "/spec/volumes", pod.volumes, add.volumes)
     if add.native_sidecars:
         if pod.lists["initContainers"] is None:

@@ -22,6 +22,7 @@ class PodView:
     metadata: dict[str, Any] | None
     annotations: dict[str, str]
     has_annotations: bool
+    labels: dict[str, str]
     name: str  # metadata.name, else generateName (a Pod of a ReplicaSet has no name yet at CREATE)
     namespace: str
     spec: dict[str, Any]
@@ -77,6 +78,16 @@ def check_containers(pod: PodView) -> None:
                 _list_of_objects(container, "volumeMounts", where)
 
 
+def check_resources(pod: PodView) -> None:
+    """Checks the resources of the app's containers and init containers, for the policy's limits rules."""
+    for kind in ("containers", "initContainers"):
+        for i, container in enumerate(pod.lists[kind] or ()):
+            where = f"spec.{kind}[{i}].resources"
+            resources = _dict(container.get("resources"), where) or {}
+            for field in ("requests", "limits"):
+                _dict(resources.get(field), f"{where}.{field}")
+
+
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__.replace("dict", "object").replace("str", "string")
 
@@ -89,6 +100,10 @@ def read_pod(obj: Any, namespace: str = "", name: str = "") -> PodView:
     for key, value in (annotations or {}).items():
         if not isinstance(value, str):
             raise PodShapeError(f"metadata.annotations[{key!r}] must be a string, got {_kind(value)}")
+    labels = _dict((metadata or {}).get("labels"), "metadata.labels") or {}
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise PodShapeError(f"metadata.labels[{key!r}] must be a string, got {_kind(value)}")
     spec = _dict(pod.get("spec"), "spec", optional=False)
     lists = {name: _named_list(spec.get(name), f"spec.{name}") for name in CONTAINER_LISTS}
     if not lists["containers"]:
@@ -103,6 +118,7 @@ def read_pod(obj: Any, namespace: str = "", name: str = "") -> PodView:
         metadata=metadata,
         annotations=annotations or {},
         has_annotations=annotations is not None,
+        labels=labels,
         name=name,
         namespace=ns,
         spec=spec,
