@@ -31,6 +31,7 @@ SCENARIOS: dict[str, list[str]] = {
                         f"certificates.existingSecret.caBundle={CA_BUNDLE}"],
     "single-replica": ["replicaCount=1", "podAntiAffinity=none"],
     "hard-anti-affinity": ["replicaCount=3", "podAntiAffinity=hard", "podDisruptionBudget.minAvailable=2"],
+    "policy-guard": ["policyGuard.enabled=true", "webhook.failurePolicy=Ignore", "-f", "tests/policy/chart-values.yaml"],
     "custom-selectors": [
         "webhook.namespaceSelector.matchLabels.team=payments",
         "webhook.namespaceSelector.matchExpressions[0].key=tier",
@@ -55,8 +56,16 @@ def helm(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(tools.helm()), *args], capture_output=True, text=True, timeout=120)
 
 
+def _flags(settings: list[str]) -> list[str]:
+    """--set for each value; "-f", FILE pairs (relative to the repository) pass through as value files."""
+    flags, items = [], iter(settings)
+    for item in items:
+        flags += ["-f", str(ROOT / next(items))] if item == "-f" else ["--set", item]
+    return flags
+
+
 def render(settings: list[str], *extra: str) -> list[dict[str, Any]]:
-    done = helm("template", "pp", str(CHART), "-n", NAMESPACE, *[a for s in settings for a in ("--set", s)], *extra)
+    done = helm("template", "pp", str(CHART), "-n", NAMESPACE, *_flags(settings), *extra)
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -78,7 +87,7 @@ def scenario(request) -> tuple[str, list[dict[str, Any]]]:
 
 def test_helm_lint_passes_for_every_scenario():
     for name, settings in SCENARIOS.items():
-        done = helm("lint", str(CHART), "--strict", *[a for s in settings for a in ("--set", s)])
+        done = helm("lint", str(CHART), "--strict", *_flags(settings))
         assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"
 
 
@@ -88,6 +97,8 @@ def test_every_rendered_object_is_valid_for_three_kubernetes_versions(scenario):
         if doc["apiVersion"].startswith("cert-manager.io/"):
             continue  # not a Kubernetes kind: checked in test_cert_manager_mode
         for version in KUBE_VERSIONS:
+            if doc["kind"].startswith("ValidatingAdmissionPolicy") and version < "1.30":
+                continue  # admissionregistration.k8s.io/v1 has it since 1.30: the guard needs that (README)
             kubernetes_validate.validate(doc, version, strict=True)
 
 
@@ -133,8 +144,13 @@ def test_the_webhook_pods_meet_pod_security_restricted_with_a_read_only_root(sce
 def test_rbac_is_exactly_what_the_server_reads_and_writes(scenario):
     name, docs = scenario
     rbac = {d["kind"]: d for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io/")}
+    watch_namespaces = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+    for binding in [b for b in ("RoleBinding", "ClusterRoleBinding") if b in rbac]:
+        assert rbac[binding]["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
     if name in CERTIFICATES_FROM_OUTSIDE:
-        assert rbac == {}  # certificates from cert-manager or the user: no API access at all
+        # Certificates from cert-manager or the user: the server only watches Namespaces.
+        assert sorted(rbac) == ["ClusterRole", "ClusterRoleBinding"]
+        assert rbac["ClusterRole"]["rules"] == [watch_namespaces]
         return
     assert sorted(rbac) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     assert rbac["Role"]["rules"] == [
@@ -142,11 +158,10 @@ def test_rbac_is_exactly_what_the_server_reads_and_writes(scenario):
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{FULLNAME}-tls"], "verbs": ["get", "update"]},
     ]
     assert rbac["ClusterRole"]["rules"] == [
+        watch_namespaces,
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
          "resourceNames": [FULLNAME], "verbs": ["get", "patch"]},
     ]
-    for binding in ("RoleBinding", "ClusterRoleBinding"):
-        assert rbac[binding]["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
 
 
 def test_default_install_is_highly_available_with_self_managed_certificates():
@@ -253,8 +268,6 @@ _example_entry().replace("name: tailer", "name: tailer-two")),
     settings = yaml.safe_load(find(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]["settings.yaml"])
     assert settings == {"prefix": "patterns.example.com", "log-level": "debug", "kube-version": "1.28",
                         "max-body-bytes": 3145728}
-    pod = find(docs, "Deployment")["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is True  # selfManaged still needs the API
 
 
 def _example_entry() -> str:
