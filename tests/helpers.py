@@ -84,7 +84,8 @@ def podpatterns_command() -> list[str]:
 class Server:
     """`podpatterns serve` in a subprocess, as a user starts it."""
 
-    def __init__(self, workdir: Path, *args: str):
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None):
+        """`env`, when given, replaces the environment the server inherits."""
         self.workdir = workdir
         self.port = free_port()
         self.base = f"https://127.0.0.1:{self.port}"
@@ -92,7 +93,8 @@ class Server:
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [*podpatterns_command(), "serve", "--port", str(self.port), *args],
-            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
         )
         self.ca = workdir / "certs" / "ca.crt"
         self._wait()

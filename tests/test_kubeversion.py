@@ -2,45 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
-from kubernetes import client
 
 from tests.helpers import Server, apply, assert_valid_pod, ops_of, review_with
+from tests.kubeapi import KubeApi
 from webhook import kubeversion
-
-
-class FakeApiserver:
-    """Answers GET /version like a kube-apiserver would, or fails."""
-
-    def __init__(self, status: int, body: dict):
-        outer = self
-        self.paths = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.paths.append(self.path)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        configuration = client.Configuration()
-        configuration.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.api_client = client.ApiClient(configuration)
-
-    def close(self):
-        self.httpd.shutdown()
 
 
 def version(minor: str, git: str) -> dict:
@@ -56,18 +22,19 @@ def version(minor: str, git: str) -> dict:
         (200, version("29", "v1.29.0"), True, "cluster version read"),
         (200, version("36", "v1.36.1"), True, "cluster version read"),
         # Unknown: assume a current cluster, and say so.
-        (500, {"kind": "Status", "message": "boom"}, True, "could not read the cluster version; assuming native sidecars"),
+        (500, {"message": "boom"}, True, "could not read the cluster version; assuming native sidecars"),
     ],
 )
 def test_the_cluster_version_decides_native_sidecars(caplog, status, body, native, logged):
-    fake = FakeApiserver(status, body)
-    try:
+    with KubeApi() as api:
+        if status == 200:
+            api.version = body
+        else:
+            api.fault("GET", "/version", status=status, message=body["message"])
         with caplog.at_level("INFO", logger="podpatterns"):
-            assert kubeversion.native_sidecars(None, fake.api_client) is native
-        assert fake.paths and fake.paths[0].startswith("/version")
+            assert kubeversion.native_sidecars(None, api.client()) is native
+        assert api.requests and api.requests[0].path.startswith("/version")
         assert [r.getMessage() for r in caplog.records] == [logged]
-    finally:
-        fake.close()
 
 
 def test_a_setting_wins_and_is_checked():

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CA_DAYS = 3650
-SERVING_DAYS = 365
+CA_VALIDITY = dt.timedelta(days=3650)
+SERVING_VALIDITY = dt.timedelta(days=365)
 RENEW_BEFORE = dt.timedelta(days=30)
 
 
@@ -41,7 +41,7 @@ class CertPaths:
         return self.directory / "tls.key"
 
 
-def _now() -> dt.datetime:
+def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
@@ -50,17 +50,19 @@ def _name(common_name: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def new_ca(common_name: str = "podpatterns development CA") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def new_ca(
+    common_name: str = "podpatterns development CA", validity: dt.timedelta = CA_VALIDITY,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    start = now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(_name(common_name))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .not_valid_before(start - dt.timedelta(minutes=5))
+        .not_valid_after(start + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -73,10 +75,11 @@ def new_ca(common_name: str = "podpatterns development CA") -> tuple[ec.Elliptic
 
 def new_serving(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, dns_names: list[str], ip_addresses: list[str],
-    days: int = SERVING_DAYS,
+    validity: dt.timedelta = SERVING_VALIDITY,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """Never valid longer than its CA: a certificate that outlives its issuer fails verification anyway."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    start = now()
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
     cert = (
@@ -85,8 +88,8 @@ def new_serving(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(start - dt.timedelta(minutes=5))
+        .not_valid_after(min(start + validity, ca_cert.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -132,9 +135,13 @@ def generate(paths: CertPaths, dns_names: list[str], ip_addresses: list[str]) ->
 
 def _issue(paths: CertPaths, ca_key, ca_cert, dns_names: list[str], ip_addresses: list[str]) -> None:
     key, cert = new_serving(ca_key, ca_cert, dns_names, ip_addresses)
+    write_serving(paths, key_pem(key), cert_pem(cert))
+
+
+def write_serving(paths: CertPaths, key: bytes, cert: bytes) -> None:
     # The key first: a watcher that sees the new certificate must find its key already there.
-    write_atomically(paths.key, key_pem(key), 0o600)
-    write_atomically(paths.cert, cert_pem(cert))
+    write_atomically(paths.key, key, 0o600)
+    write_atomically(paths.cert, cert)
 
 
 def ensure(paths: CertPaths, dns_names: list[str], ip_addresses: list[str]) -> str:
@@ -153,28 +160,51 @@ def ensure(paths: CertPaths, dns_names: list[str], ip_addresses: list[str]) -> s
 
 def _load_ca(paths: CertPaths):
     try:
-        ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
-        ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
+        return signing_ca(paths.ca_cert.read_bytes(), paths.ca_key.read_bytes(), RENEW_BEFORE, now())
+    except OSError:
         return None
-    if ca_cert.not_valid_after_utc - _now() < RENEW_BEFORE or ca_key.public_key() != ca_cert.public_key():
-        return None
-    return ca_key, ca_cert
 
 
 def _serving_ok(paths: CertPaths, ca_cert: x509.Certificate, dns_names: list[str], ip_addresses: list[str]) -> bool:
     try:
-        cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
-        key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+        cert_pem, key_pem = paths.cert.read_bytes(), paths.key.read_bytes()
+    except OSError:
+        return False
+    return serving_ok(cert_pem, key_pem, ca_cert, dns_names, ip_addresses, RENEW_BEFORE, now())
+
+
+def signing_ca(
+    ca_pem: bytes, key_pem: bytes, renew_before: dt.timedelta, now: dt.datetime,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None:
+    """The certificate in `ca_pem` (which may hold several) that `key_pem` belongs to, unless it is due
+    for renewal; None when there is no such usable pair."""
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        found = [c for c in x509.load_pem_x509_certificates(ca_pem) if c.public_key() == key.public_key()]
+    except (ValueError, TypeError):
+        return None
+    if not found or not isinstance(key, ec.EllipticCurvePrivateKey) or found[0].not_valid_after_utc - now < renew_before:
+        return None
+    return key, found[0]
+
+
+def serving_ok(
+    cert_pem: bytes, key_pem: bytes, ca_cert: x509.Certificate, dns_names: list[str], ip_addresses: list[str],
+    renew_before: dt.timedelta, now: dt.datetime,
+) -> bool:
+    """A matching pair, issued by `ca_cert`, naming every name and address, and not due for renewal."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
         cert.verify_directly_issued_by(ca_cert)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (OSError, ValueError, TypeError, x509.ExtensionNotFound, x509.InvalidSignature):
+    except (ValueError, TypeError, x509.ExtensionNotFound, x509.InvalidSignature):
         return False
     have_dns = set(sans.get_values_for_type(x509.DNSName))
     have_ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
     return (
         key.public_key() == cert.public_key()
-        and cert.not_valid_after_utc - _now() > RENEW_BEFORE
+        and cert.not_valid_after_utc - now > renew_before
         and set(dns_names) <= have_dns
         and {str(ipaddress.ip_address(ip)) for ip in ip_addresses} <= have_ips
     )

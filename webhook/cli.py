@@ -46,6 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--quiet", action="store_true", help="do not print the caBundle and webhook configuration")
     serve.add_argument("--config", metavar="FILE",
                        help="YAML settings file: serve flags without the dashes (e.g. log-level: debug); flags win")
+    managed = serve.add_argument_group("self-managed certificates (in a cluster; the files go to --certs-dir)")
+    managed.add_argument("--cert-secret", metavar="NAME",
+                         help="keep the CA and serving certificate in this Secret of --namespace, shared by all replicas")
+    managed.add_argument("--service", metavar="NAME", help="the Service the certificate is for (NAME, NAME.NS, NAME.NS.svc, …)")
+    managed.add_argument("--namespace", metavar="NS",
+                         help="namespace of the Secret and Service (default $POD_NAMESPACE, else the service account's)")
+    managed.add_argument("--webhook-configuration", metavar="NAME",
+                         help="MutatingWebhookConfiguration whose webhooks' caBundle is kept equal to the CA")
+    managed.add_argument("--cert-check-seconds", type=float, default=300,
+                         help="how often the Secret is re-read and the caBundle re-asserted (default 300)")
+    managed.add_argument("--cert-validity-days", type=int, default=365, help="serving certificate lifetime (default 365)")
+    managed.add_argument("--cert-renew-before-days", type=int, default=30, help="renew this long before expiry (default 30)")
+    managed.add_argument("--cert-start-seconds", type=float, default=60,
+                         help="how long to keep trying to get a certificate at start before exiting (default 60)")
     _engine_options(serve)
     serve.set_defaults(func=_serve)
     parser.serve_parser = serve  # the settings file is checked against serve's own flags

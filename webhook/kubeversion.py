@@ -7,6 +7,7 @@ import os
 import re
 from typing import Any
 
+from webhook import kubeclient
 from webhook.logs import event
 
 NATIVE_SIDECARS_SINCE = (1, 29)
@@ -29,11 +30,11 @@ def native_sidecars(setting: str | None, api_client: Any = None) -> bool:
     if api_client is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return True
     try:
-        from kubernetes import client, config
+        from kubernetes import client
 
         if api_client is None:
-            config.load_incluster_config()
-        info = client.VersionApi(api_client).get_code(_request_timeout=5)
+            api_client = kubeclient.api_client()
+        info = client.VersionApi(api_client).get_code(_request_timeout=kubeclient.TIMEOUT)
         version = parse(f"{info.major}.{re.sub(r'[^0-9].*', '', info.minor)}")
     except Exception as err:  # any failure: keep serving, with the modern default, and say so
         event(logging.WARNING, "could not read the cluster version; assuming native sidecars", error=str(err))

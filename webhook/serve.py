@@ -1,15 +1,18 @@
-"""`podpatterns serve`: certificates, catalogue, printed webhook configuration, then uvicorn over TLS."""
+"""`podpatterns serve`: certificates (development, given, or self-managed in a Secret), catalogue, then uvicorn over TLS."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 import yaml
 
-from webhook import catalogue, certs, kubeversion, logs
+from webhook import catalogue, certs, certsecret, kubeclient, kubeversion, logs
 from webhook.app import create_app
 from webhook.configuration import Configuration, ConfigurationHolder
 from webhook.engine import Settings
@@ -17,51 +20,111 @@ from webhook.keys import AnnotationKeys
 from webhook.tlsreload import CertificateReloader, harden
 from webhook.webhookconfig import mutating_webhook_configuration
 
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 # Longer than the apiserver's 90 s idle timeout for webhook connections, so the apiserver always
 # closes an idle connection first and never sends a review on one the server is closing.
 KEEP_ALIVE_SECONDS = 120
 
 
+class Refusal(Exception):
+    """A reason not to start, said on stderr, with the exit status."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Certificates:
+    certfile: Path
+    keyfile: Path
+    ca_file: Path | None  # a CA to print a caBundle for (development certificates only)
+    secret: certsecret.CertificateSecret | None = None
+
+
 def run(args: argparse.Namespace) -> int:
     logs.configure(args.log_level)
     try:
-        configuration = Configuration(
-            catalogue.load(args.catalog),
-            Settings(AnnotationKeys(args.prefix), kubeversion.native_sidecars(args.kube_version)),
-        )
-    except catalogue.CatalogueError as err:
-        print(f"podpatterns serve: refusing to start, the catalogue is broken:\n{err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
+        api = _cluster(args)
+        try:
+            configuration = Configuration(
+                catalogue.load(args.catalog),
+                Settings(AnnotationKeys(args.prefix), kubeversion.native_sidecars(args.kube_version, api)),
+            )
+        except catalogue.CatalogueError as err:
+            raise Refusal(f"refusing to start, the catalogue is broken:\n{err}") from err
+        except ValueError as err:
+            raise Refusal(str(err)) from err
+        certificates = _certificates(args, api)
+    except Refusal as err:
         print(f"podpatterns serve: {err}", file=sys.stderr)
-        return 2
+        return err.status
 
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            print("podpatterns serve: --tls-cert and --tls-key go together", file=sys.stderr)
-            return 2
-        certfile, keyfile, ca_file = Path(args.tls_cert), Path(args.tls_key), None
-    else:
-        paths = certs.CertPaths(Path(args.certs_dir))
-        done = certs.ensure(paths, ["localhost", *args.dns_name], ["127.0.0.1"])
-        print(f"# certificates in {paths.directory}/: {done}", file=sys.stderr)
-        certfile, keyfile, ca_file = paths.cert, paths.key, paths.ca_cert
-
-    if ca_file is not None and not args.quiet:
+    if certificates.ca_file is not None and not args.quiet:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        bundle = certs.ca_bundle(ca_file)
+        bundle = certs.ca_bundle(certificates.ca_file)
         print(f"# caBundle: {bundle}")
         print("# Apply this to point a cluster at this server (kubectl apply -f -):")
         print(yaml.safe_dump(mutating_webhook_configuration(f"https://{host}:{args.port}/mutate", bundle), sort_keys=False))
         sys.stdout.flush()
 
     holder = ConfigurationHolder(configuration)
+    certfile, keyfile = certificates.certfile, certificates.keyfile
     config = uvicorn_config(create_app(holder, max_body_bytes=args.max_body_bytes), args.host, args.port, certfile, keyfile)
     reloader = CertificateReloader(config.ssl, certfile, keyfile)
     reloader.start()
+    if certificates.secret is not None:
+        certificates.secret.run(args.cert_check_seconds)
     uvicorn.Server(config).run()
     reloader.stop()
+    if certificates.secret is not None:
+        certificates.secret.stop()
     return 0
+
+
+def _cluster(args: argparse.Namespace) -> ApiClient | None:
+    """The API client of self-managed mode (None otherwise), after checking the options that go with it."""
+    if not args.cert_secret:
+        return None
+    if args.tls_cert or args.tls_key:
+        raise Refusal("--cert-secret makes and renews the certificate itself; it excludes --tls-cert and --tls-key")
+    if not args.service:
+        raise Refusal("--cert-secret needs --service NAME, the Service the certificate is for")
+    if not 0 < args.cert_renew_before_days < args.cert_validity_days:
+        raise Refusal("--cert-renew-before-days must be more than 0 and less than --cert-validity-days")
+    if args.cert_check_seconds <= 0 or args.cert_start_seconds <= 0:
+        raise Refusal("--cert-check-seconds and --cert-start-seconds must be more than 0")
+    args.namespace = args.namespace or kubeclient.current_namespace()  # resolved once, for _certificates
+    if not args.namespace:
+        raise Refusal("--cert-secret needs --namespace NS (or $POD_NAMESPACE, or to run in a Pod)")
+    try:
+        return kubeclient.api_client()
+    except Exception as err:  # no in-cluster account and no usable kubeconfig
+        raise Refusal(f"--cert-secret needs the Kubernetes API, and there is no configuration for it: {err}") from err
+
+
+def _certificates(args: argparse.Namespace, api: ApiClient | None) -> Certificates:
+    paths = certs.CertPaths(Path(args.certs_dir))
+    if args.cert_secret:
+        target = certsecret.Target(args.namespace, args.cert_secret, args.service, args.webhook_configuration,
+                                   tuple(args.dns_name))
+        lifetimes = certsecret.Lifetimes(serving=dt.timedelta(days=args.cert_validity_days),
+                                         renew_before=dt.timedelta(days=args.cert_renew_before_days))
+        secret = certsecret.CertificateSecret(api, target, paths, lifetimes)
+        try:
+            secret.start(args.cert_start_seconds)
+        except certsecret.StartError as err:
+            raise Refusal(str(err), status=1) from err
+        return Certificates(paths.cert, paths.key, None, secret)
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise Refusal("--tls-cert and --tls-key go together")
+        return Certificates(Path(args.tls_cert), Path(args.tls_key), None)
+    done = certs.ensure(paths, ["localhost", *args.dns_name], ["127.0.0.1"])
+    print(f"# certificates in {paths.directory}/: {done}", file=sys.stderr)
+    return Certificates(paths.cert, paths.key, paths.ca_cert)
 
 
 def uvicorn_config(app, host: str, port: int, certfile: Path, keyfile: Path) -> uvicorn.Config:

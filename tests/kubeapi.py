@@ -1,0 +1,403 @@
+"""An in-memory stand-in for the Kubernetes API that the real `kubernetes` client talks to over HTTP.
+
+Objects live in one store keyed by their API path, each write bumps a cluster-wide resourceVersion
+(as etcd's revision does), and errors come back as `Status` objects shaped like the real ones, so
+the client raises the exceptions it raises against a real cluster. Faults (errors, delays, a
+rendezvous that holds requests until N of them have arrived) make races deterministic. Every
+change goes through `_commit`, the one place a future watch stream would hook into.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jsonpatch
+import yaml
+from kubernetes import client
+
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# The merge keys of the lists that strategic merge patches of the stored kinds touch (the real API
+# reads them from the Go types' patchMergeKey tags).
+MERGE_KEYS = {"webhooks": "name", "containers": "name", "initContainers": "name", "volumes": "name", "env": "name"}
+
+DEFAULT_VERSION = {"major": "1", "minor": "36", "gitVersion": "v1.36.0", "gitCommit": "0" * 40,
+                   "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25.1",
+                   "compiler": "gc", "platform": "linux/amd64"}
+
+
+class ApiError(Exception):
+    """Becomes a `Status` response."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                "message": self.message, "reason": self.reason, "code": self.code}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a path points: a collection (`name` None) or one object of a resource."""
+
+    group: str  # "" for the core API
+    version: str
+    resource: str
+    namespace: str | None
+    name: str | None
+
+    @property
+    def collection(self) -> str:
+        root = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        scope = f"/namespaces/{self.namespace}" if self.namespace else ""
+        return f"{root}{scope}/{self.resource}"
+
+    @property
+    def qualified(self) -> str:
+        """The resource as the real API names it in messages: `secrets`, `mutatingwebhookconfigurations.admissionregistration.k8s.io`."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
+    def details(self, name: str) -> dict[str, Any]:
+        details = {"name": name, "kind": self.resource}
+        if self.group:
+            details["group"] = self.group
+        return details
+
+    def not_found(self, name: str) -> ApiError:
+        return ApiError(404, "NotFound", f'{self.qualified} "{name}" not found', self.details(name))
+
+
+def locate(path: str) -> Location:
+    """/api/v1/namespaces/NS/secrets/NAME, /apis/GROUP/VERSION/RESOURCE[/NAME], and their collections."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 3:
+        group, version, rest = "", parts[1], parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 4:
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    if len(rest) > 2:
+        raise ApiError(404, "NotFound", f"the stand-in serves no subresource: {path}")
+    return Location(group, version, rest[0], namespace, rest[1] if len(rest) == 2 else None)
+
+
+@dataclass
+class Fault:
+    """Applies to the next `times` requests whose method matches and whose path starts with `path`."""
+
+    method: str
+    path: str
+    times: int = 1
+    status: int | None = None  # answer with this error instead of serving the request
+    reason: str = "InternalError"
+    message: str = "injected fault"
+    delay: float = 0.0  # seconds to wait before serving
+    rendezvous: threading.Barrier | None = None  # hold each request until this many are waiting
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.hits < self.times and method == self.method and path.startswith(self.path)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    content_type: str
+    body: Any
+    status: int = 0
+
+
+@dataclass
+class KubeApi:
+    """Start with `KubeApi()`, stop with `close()`; `url`, `kubeconfig()` and `client()` point at it."""
+
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    version: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_VERSION))
+    revision: int = 100
+
+    def __post_init__(self) -> None:
+        self.lock = threading.RLock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
+
+            def _serve(self) -> None:
+                api._handle(self)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        # A short poll interval: close() waits for one.
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="kubeapi", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> KubeApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- pointing clients at it
+
+    def kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig file whose current context is this stand-in."""
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "stand-in", "preferences": {},
+            "clusters": [{"name": "stand-in", "cluster": {"server": self.url}}],
+            "users": [{"name": "stand-in", "user": {"token": "stand-in-token"}}],
+            "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "stand-in"}}],
+        }))
+        return path
+
+    def client(self) -> client.ApiClient:
+        configuration = client.Configuration()
+        configuration.host = self.url
+        return client.ApiClient(configuration)
+
+    # --- direct access for tests (no request is logged)
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.objects.get(path)
+            return copy.deepcopy(found) if found is not None else None
+
+    def put(self, obj: dict[str, Any], path: str) -> dict[str, Any]:
+        """Stores `obj` at `path` as a write through the API would (new resourceVersion)."""
+        with self.lock:
+            location = locate(path)
+            obj = copy.deepcopy(obj)
+            obj.setdefault("metadata", {})["name"] = location.name
+            old = self.objects.get(path)
+            _identify(location, obj, old)
+            return self._commit(path, obj, "MODIFIED" if old is not None else "ADDED")
+
+    def fault(self, method: str, path: str, **settings: Any) -> Fault:
+        """Adds a fault; `rendezvous=N` holds the matching requests until N of them are waiting."""
+        parties = settings.pop("rendezvous", None)
+        added = Fault(method, path, rendezvous=threading.Barrier(parties, timeout=10) if parties else None, **settings)
+        with self.lock:
+            self.faults.append(added)
+        return added
+
+    def requested(self, method: str, path: str | None = None) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.method == method and (path is None or r.path == path)]
+
+    # --- the HTTP side
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        content_type = (handler.headers.get("Content-Type") or "").split(";")[0].strip()
+        request = Request(handler.command, url.path, parse_qs(url.query), content_type, json.loads(raw) if raw else None)
+        with self.lock:
+            self.requests.append(request)
+            fault = next((f for f in self.faults if f.matches(request.method, request.path)), None)
+            if fault is not None:
+                fault.hits += 1
+        try:
+            if fault is not None:
+                self._suffer(fault)
+            code, body = self._route(request)
+        except ApiError as err:
+            code, body = err.code, err.status()
+        request.status = code
+        data = json.dumps(body).encode()
+        handler.send_response(code)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    @staticmethod
+    def _suffer(fault: Fault) -> None:
+        if fault.rendezvous is not None:
+            fault.rendezvous.wait()
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.status is not None:
+            raise ApiError(fault.status, fault.reason, fault.message)
+
+    def _route(self, request: Request) -> tuple[int, dict[str, Any]]:
+        if request.path in ("/version", "/version/"):
+            if request.method != "GET":
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+            return 200, self.version
+        location = locate(request.path)
+        with self.lock:
+            if location.name is None:
+                if request.method == "GET":
+                    return 200, self._list(location)
+                if request.method == "POST":
+                    return 201, self._create(location, request.body)
+            else:
+                path = f"{location.collection}/{location.name}"
+                if request.method == "GET":
+                    return 200, self._existing(location, path)
+                if request.method == "PUT":
+                    return 200, self._update(location, path, request.body)
+                if request.method == "PATCH":
+                    return 200, self._patch(location, path, request.content_type, request.body)
+                if request.method == "DELETE":
+                    return 200, self._delete(location, path)
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    # --- the verbs
+
+    def _existing(self, location: Location, path: str) -> dict[str, Any]:
+        found = self.objects.get(path)
+        if found is None:
+            raise location.not_found(location.name or "")
+        return copy.deepcopy(found)
+
+    def _list(self, location: Location) -> dict[str, Any]:
+        items = [copy.deepcopy(o) for p, o in sorted(self.objects.items()) if p.rsplit("/", 1)[0] == location.collection]
+        return {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.revision)}, "items": items}
+
+    def _create(self, location: Location, body: Any) -> dict[str, Any]:
+        name = _body_name(body)
+        path = f"{location.collection}/{name}"
+        if path in self.objects:
+            raise ApiError(409, "AlreadyExists", f'{location.qualified} "{name}" already exists', location.details(name))
+        obj = copy.deepcopy(body)
+        _identify(location, obj, None)
+        return self._commit(path, obj, "ADDED")
+
+    def _update(self, location: Location, path: str, body: Any) -> dict[str, Any]:
+        name = _body_name(body)
+        if name != location.name:
+            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        old = self._existing(location, path)
+        wanted = body["metadata"].get("resourceVersion")
+        self._precondition(location, old, wanted)
+        obj = copy.deepcopy(body)
+        _immutable(location, old, obj)
+        _identify(location, obj, old)
+        return self._commit(path, obj, "MODIFIED")
+
+    def _patch(self, location: Location, path: str, content_type: str, body: Any) -> dict[str, Any]:
+        old = self._existing(location, path)
+        if content_type == JSON_PATCH:
+            try:
+                obj = jsonpatch.JsonPatch(body).apply(old)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as err:
+                raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {err}")
+        elif content_type == MERGE_PATCH:
+            obj = merge_patch(old, body)
+        elif content_type == STRATEGIC_MERGE_PATCH:
+            obj = merge_patch(old, body, MERGE_KEYS)
+        else:
+            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_MERGE_PATCH}")
+        # A resourceVersion in the patch is a precondition, as in the real API.
+        self._precondition(location, old, obj.get("metadata", {}).get("resourceVersion"))
+        _immutable(location, old, obj)
+        return self._commit(path, obj, "MODIFIED")
+
+    def _delete(self, location: Location, path: str) -> dict[str, Any]:
+        old = self._existing(location, path)
+        del self.objects[path]
+        self.revision += 1
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {**location.details(old["metadata"]["name"]), "uid": old["metadata"]["uid"]}}
+
+    @staticmethod
+    def _precondition(location: Location, old: dict[str, Any], wanted: str | None) -> None:
+        if wanted and wanted != old["metadata"]["resourceVersion"]:
+            name = old["metadata"]["name"]
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {location.qualified} "{name}": the object '
+                           "has been modified; please apply your changes to the latest version and try again",
+                           location.details(name))
+
+    def _commit(self, path: str, obj: dict[str, Any], change: str) -> dict[str, Any]:
+        """Every write ends here: a new revision stamped on the object. (`change` is the watch event type.)"""
+        self.revision += 1
+        obj["metadata"]["resourceVersion"] = str(self.revision)
+        self.objects[path] = obj
+        return copy.deepcopy(obj)
+
+
+def _body_name(body: Any) -> str:
+    name = body.get("metadata", {}).get("name") if isinstance(body, dict) else None
+    if not name:
+        raise ApiError(422, "Invalid", "metadata.name: Required value: name or generateName is required")
+    return name
+
+
+def _identify(location: Location, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """uid and creationTimestamp kept from the stored object or new; the namespace is the path's."""
+    meta = obj["metadata"]
+    if old is None:
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        meta["uid"], meta["creationTimestamp"] = old["metadata"]["uid"], old["metadata"]["creationTimestamp"]
+    if location.namespace:
+        meta["namespace"] = location.namespace
+
+
+def _immutable(location: Location, old: dict[str, Any], new: dict[str, Any]) -> None:
+    # The one immutable field the stored kinds have that a client might trip over.
+    if location.resource == "secrets" and old.get("type", "Opaque") != new.get("type", "Opaque"):
+        raise ApiError(422, "Invalid", f'Secret "{old["metadata"]["name"]}" is invalid: type: Invalid value: '
+                       f'"{new.get("type")}": field is immutable')
+
+
+def merge_patch(target: Any, patch: Any, merge_keys: dict[str, str] | None = None, key: str | None = None) -> Any:
+    """RFC 7386 (objects merge recursively, null deletes, anything else replaces); with `merge_keys`, a
+    strategic merge patch without directives: those lists merge item by item on their key."""
+    merge_keys = merge_keys or {}
+    if isinstance(patch, list) and key in merge_keys and isinstance(target, list):
+        on = merge_keys[key]
+        result = copy.deepcopy(target)
+        for item in patch:
+            at = next((i for i, old in enumerate(result) if old.get(on) == item.get(on)), None)
+            if at is None:
+                result.append(copy.deepcopy(item))
+            else:
+                result[at] = merge_patch(result[at], item, merge_keys)
+        return result
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = merge_patch(result.get(name), value, merge_keys, name)
+    return result
