@@ -9,7 +9,7 @@ from typing import TextIO
 
 import yaml
 
-from webhook import catalogue, certs, kubeversion, settingsfile
+from webhook import catalogue, certs, kubeversion, policy, settingsfile
 from webhook.configuration import Configuration
 from webhook.engine import Settings
 from webhook.keys import DEFAULT_PREFIX, AnnotationKeys
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     managed.add_argument("--cert-start-seconds", type=float, default=60,
                          help="how long to keep trying to get a certificate at start before exiting (default 60)")
     _engine_options(serve)
+    _namespace_options(serve)
     serve.set_defaults(func=_serve)
     parser.serve_parser = serve  # the settings file is checked against serve's own flags
 
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("directory")
     validate.set_defaults(func=_catalog_validate)
 
+    policy_command = commands.add_parser("policy", help="validate a policy file").add_subparsers(required=True, metavar="ACTION")
+    check = policy_command.add_parser("validate", help="validate a Policy file against the catalogue")
+    check.add_argument("file")
+    check.add_argument("--catalog", action="append", default=[], metavar="DIR", help="catalogue entries it may name")
+    check.set_defaults(func=_policy_validate)
+
     cert = commands.add_parser("certs", help="make certificates; print a caBundle").add_subparsers(required=True, metavar="ACTION")
     generate = cert.add_parser("generate", help="a CA and a serving certificate for an in-cluster Service")
     generate.add_argument("--service", required=True)
@@ -98,14 +105,28 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
                         help="directory of PatternTemplate YAML files that add or override entries")
     parser.add_argument("--kube-version", help="Kubernetes version of the cluster, e.g. 1.28 (decides lifecycle: auto)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"annotation prefix (default {DEFAULT_PREFIX})")
+    parser.add_argument("--policy", metavar="FILE", help="cluster-wide policy file (a Policy document)")
+
+
+def _namespace_options(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("Namespaces (their annotations and labels drive defaults and policy rules)")
+    group.add_argument("--watch-namespaces", action="store_true",
+                       help="keep a cache of the cluster's Namespaces with a list+watch (in a cluster)")
+    group.add_argument("--unsynced-namespaces", choices=["fail", "skip"], default="fail",
+                       help="before the first list: fail (answer 503, the failurePolicy decides) or skip "
+                            "(inject without namespace information); default fail")
+    group.add_argument("--namespaces-file", metavar="FILE",
+                       help="Namespace manifests to use instead of a cluster (development and tests)")
 
 
 def _configuration(args: argparse.Namespace) -> Configuration:
+    entries = catalogue.load(args.catalog)
     return Configuration(
-        catalogue.load(args.catalog),
+        entries,
         # Offline there is no cluster to ask: without --kube-version, assume a current one.
         Settings(AnnotationKeys(args.prefix), kubeversion.parse(args.kube_version) >= kubeversion.NATIVE_SIDECARS_SINCE
                  if args.kube_version else True),
+        policy.load(args.policy, entries) if args.policy else policy.EMPTY,
     )
 
 
@@ -128,6 +149,9 @@ def _run_offline(args: argparse.Namespace):
             docs = offline.read_manifests(stream)
     except catalogue.CatalogueError as err:
         print(f"podpatterns: the catalogue is broken:\n{err}", file=sys.stderr)
+        return None, None
+    except policy.PolicyError as err:
+        print(f"podpatterns: the policy is broken:\n{err}", file=sys.stderr)
         return None, None
     except (OSError, ValueError) as err:
         print(f"podpatterns: {err}", file=sys.stderr)
@@ -192,6 +216,28 @@ def _catalog_validate(args: argparse.Namespace) -> int:
         for warning in entry.warnings:
             print(f"warning: {name}: not Pod Security 'restricted': {warning}")
     print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} valid in {args.directory}")
+    return 0
+
+
+def _policy_validate(args: argparse.Namespace) -> int:
+    try:
+        checked = policy.load(args.file, catalogue.load(args.catalog))
+    except catalogue.CatalogueError as err:
+        print(f"podpatterns: the catalogue is broken:\n{err}", file=sys.stderr)
+        return 2
+    except policy.PolicyError as err:
+        print(err, file=sys.stderr)
+        return 1
+    for rule in checked.rules:
+        does = [f"inject {', '.join(rule.inject)}" + (" (mandatory)" if rule.mandatory else "")] if rule.inject else []
+        does += [f"missing limits: {rule.resources.missing_limits}"] if rule.resources else []
+        does += [f"at most {rule.max_containers} containers"] if rule.max_containers else []
+        does += [f"allowed entries: {', '.join(sorted(rule.allowed_entries)) or 'none'}"] if rule.allowed_entries is not None else []
+        print(f"ok: rule {rule.name}: {'; '.join(does)}")
+    for environment, entries in sorted(checked.environments.items()):
+        values = ", ".join(f"{entry}.{name}={value}" for entry, params in entries.items() for name, value in params.items())
+        print(f"ok: environment {environment} (namespace label {checked.environment_label}): {values}")
+    print(f"{len(checked.rules)} rule(s) valid in {args.file}")
     return 0
 
 

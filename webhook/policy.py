@@ -269,13 +269,17 @@ def _resources(data: Any, path: tuple[Any, ...], rule: str) -> Resources:
     return Resources(mode, result)
 
 
+def _where(path: tuple[Any, ...]) -> str:
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path).lstrip(".")
+
+
 def _mapping(value: Any, path: tuple[Any, ...], message: str | None = None) -> None:
     if not isinstance(value, dict):
-        raise _Invalid(path, message or f"{'.'.join(str(p) for p in path)} must be a mapping")
+        raise _Invalid(path, message or f"{_where(path)} must be a mapping")
 
 
 def _only(data: dict[str, Any], allowed: set[str], path: tuple[Any, ...]) -> None:
     for key in data:
         if key not in allowed:
-            where = ".".join(str(p) for p in path) or "the top level"
+            where = _where(path) or "the top level"
             raise _Invalid(path + (key,), f"unknown field {key!r} in {where}; allowed: {', '.join(sorted(allowed))}")

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 import uvicorn
 import yaml
 
-from webhook import catalogue, certs, certsecret, kubeclient, kubeversion, logs
+from webhook import catalogue, certs, certsecret, kubeclient, kubeversion, logs, offline, policy
 from webhook.app import create_app
 from webhook.configuration import Configuration, ConfigurationHolder
 from webhook.engine import Settings
 from webhook.keys import AnnotationKeys
+from webhook.namespaces import Namespaces
 from webhook.tlsreload import CertificateReloader, harden
 from webhook.webhookconfig import mutating_webhook_configuration
 
@@ -49,14 +50,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         api = _cluster(args)
         try:
+            entries = catalogue.load(args.catalog)
             configuration = Configuration(
-                catalogue.load(args.catalog),
+                entries,
                 Settings(AnnotationKeys(args.prefix), kubeversion.native_sidecars(args.kube_version, api)),
+                policy.load(args.policy, entries) if args.policy else policy.EMPTY,
             )
         except catalogue.CatalogueError as err:
             raise Refusal(f"refusing to start, the catalogue is broken:\n{err}") from err
+        except policy.PolicyError as err:
+            raise Refusal(f"refusing to start, the policy is broken:\n{err}") from err
         except ValueError as err:
             raise Refusal(str(err)) from err
+        namespaces = _namespaces(args)
         certificates = _certificates(args, api)
     except Refusal as err:
         print(f"podpatterns serve: {err}", file=sys.stderr)
@@ -72,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     holder = ConfigurationHolder(configuration)
     certfile, keyfile = certificates.certfile, certificates.keyfile
-    config = uvicorn_config(create_app(holder, max_body_bytes=args.max_body_bytes), args.host, args.port, certfile, keyfile)
+    app = create_app(holder, max_body_bytes=args.max_body_bytes, namespaces=namespaces)
+    config = uvicorn_config(app, args.host, args.port, certfile, keyfile)
     reloader = CertificateReloader(config.ssl, certfile, keyfile)
     reloader.start()
     if certificates.secret is not None:
@@ -103,6 +110,17 @@ def _cluster(args: argparse.Namespace) -> ApiClient | None:
         return kubeclient.api_client()
     except Exception as err:  # no in-cluster account and no usable kubeconfig
         raise Refusal(f"--cert-secret needs the Kubernetes API, and there is no configuration for it: {err}") from err
+
+
+def _namespaces(args: argparse.Namespace) -> Namespaces | None:
+    """Where the Namespaces' labels and annotations come from: a file of Namespace manifests, or none."""
+    if not args.namespaces_file:
+        return None
+    try:
+        with open(args.namespaces_file, encoding="utf-8") as stream:
+            return offline.namespaces_in(offline.read_manifests(stream))
+    except (OSError, ValueError) as err:
+        raise Refusal(f"--namespaces-file {args.namespaces_file}: {err}") from err
 
 
 def _certificates(args: argparse.Namespace, api: ApiClient | None) -> Certificates:
