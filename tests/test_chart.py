@@ -341,3 +341,70 @@ def test_the_chart_readme_lists_every_value():
 
     missing = [path for path in leaves(values) if f"| `{path}` |" not in readme]
     assert missing == []
+
+
+# --- The policy in the chart: what the server accepts, and the guard's CEL as the apiserver evaluates it
+
+def _cel(expression: str, pod: dict[str, Any]) -> bool:
+    import celpy  # cel-python: a CEL implementation independent of the chart and the server
+
+    environment = celpy.Environment()
+    return bool(environment.program(environment.compile(expression)).evaluate({"object": celpy.json_to_cel(pod)}))
+
+
+def _chart_policy(tmp_path: Path) -> Path:
+    docs = render(SCENARIOS["policy-guard"])
+    path = tmp_path / "policy.yaml"
+    path.write_text(find(docs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"])
+    return path
+
+
+def test_the_policy_from_values_is_what_the_server_accepts(tmp_path):
+    done = subprocess.run([*podpatterns_command(), "policy", "validate", str(_chart_policy(tmp_path))],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ok: rule prod-logs: inject log-shipper (mandatory)" in done.stdout
+    empty = render([])
+    assert yaml.safe_load(find(empty, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"])["spec"] == {}
+
+
+def test_the_policy_guard_denies_exactly_the_pods_the_webhook_did_not_inject(tmp_path):
+    docs = render(SCENARIOS["policy-guard"])
+    policies = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    assert [p["metadata"]["name"] for p in policies] == [f"{FULLNAME}-prod-logs"]  # only the mandatory rule
+    binding = find(docs, "ValidatingAdmissionPolicyBinding", f"{FULLNAME}-prod-logs")["spec"]
+    assert binding["validationActions"] == ["Deny"] and binding["policyName"] == f"{FULLNAME}-prod-logs"
+    assert binding["matchResources"]["namespaceSelector"] == {
+        "matchLabels": {"env": "prod"},
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                              "values": [NAMESPACE, "kube-system"]}],
+    }
+    assert binding["matchResources"]["objectSelector"] == {"matchExpressions": [{"key": "batch", "operator": "DoesNotExist"}]}
+    (validation,) = policies[0]["spec"]["validations"]
+
+    # A Pod as the webhook leaves it (podpatterns inject with the chart's own policy) passes the guard;
+    # the same Pod created while the webhook was down (failurePolicy Ignore) is denied.
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"env": "prod"}}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"},
+         "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}},
+    ]))
+    injected = subprocess.run([*podpatterns_command(), "inject", "-f", str(manifest), "--policy", str(_chart_policy(tmp_path))],
+                              capture_output=True, text=True, timeout=60)
+    assert injected.returncode == 0, injected.stderr
+    pod = [d for d in yaml.safe_load_all(injected.stdout) if d["kind"] == "Pod"][0]
+    assert "log-shipper" in pod["metadata"]["annotations"]["podpatterns.io/status"]
+    assert _cel(validation["expression"], pod) is True
+    plain = [d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Pod"][0]
+    assert _cel(validation["expression"], plain) is False
+    other = {"metadata": {"annotations": {"podpatterns.io/status": '[{"entry":"json-log-adapter","pattern":"adapter","digest":"x"}]'}}}
+    assert _cel(validation["expression"], other) is False
+
+
+def test_annotated_pods_only_sends_exactly_the_annotated_pods():
+    webhook = find(render(SCENARIOS["custom-selectors"]), "MutatingWebhookConfiguration")["webhooks"][0]
+    condition = next(c["expression"] for c in webhook["matchConditions"] if c["name"] == "annotated-pods-only")
+    assert _cel(condition, {"metadata": {"annotations": {"patterns.example.com/inject": "log-shipper"}}}) is True
+    assert _cel(condition, {"metadata": {"annotations": {"podpatterns.io/inject": "log-shipper"}}}) is False
+    assert _cel(condition, {"metadata": {}}) is False
