@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="use this serving certificate instead of --certs-dir (watched for changes)")
     serve.add_argument("--tls-key", help="the key of --tls-cert")
     serve.add_argument("--max-body-bytes", type=int, default=3 * 1024 * 1024, help="largest accepted request body")
+    serve.add_argument("--reload-seconds", type=float, default=1.0,
+                       help="how often --catalog and --policy files are checked for changes (default 1; 0 disables)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--quiet", action="store_true", help="do not print the caBundle and webhook configuration")
     serve.add_argument("--config", metavar="FILE",

@@ -1,8 +1,8 @@
-"""Prometheus metrics of the webhook: requests by outcome, injections by entry, latency."""
+"""Prometheus metrics of the webhook: requests by outcome, injections by entry, latency, configuration reloads."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = ("injected", "unchanged", "denied", "error", "invalid", "unavailable")
 
@@ -15,6 +15,20 @@ LATENCY = Histogram(
 )
 # Children bound once: a labels() lookup per request is measurable at thousands of requests a second.
 BY_OUTCOME = {outcome: REQUESTS.labels(outcome) for outcome in OUTCOMES}
+
+# Hot reload of the catalogue and policy (webhook/reload.py). Alert on the gauge: 0 means files on disk
+# that do not load, while the last good configuration is still served.
+CONFIG_RELOADS = Counter("podpatterns_config_reloads", "Reloads of the catalogue and policy after their files changed, "
+                         "by result", ["result"])
+CONFIG_LAST_SUCCESS = Gauge("podpatterns_config_last_reload_success",
+                            "1 if the catalogue and policy on disk are the ones served, 0 if the last reload failed")
+CONFIG_LAST_SUCCESS_TIME = Gauge("podpatterns_config_last_reload_success_timestamp_seconds",
+                                 "When the configuration being served was loaded (Unix time)")
+for _result in ("success", "failure"):
+    CONFIG_RELOADS.labels(_result)  # both series exist from the start, so increase() sees the first reload
+# A server only starts with a configuration that loads.
+CONFIG_LAST_SUCCESS.set(1)
+CONFIG_LAST_SUCCESS_TIME.set_to_current_time()
 
 
 def count_injection(entries: list[str]) -> None:

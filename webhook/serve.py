@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 import yaml
 
-from webhook import catalogue, certs, certsecret, kubeclient, kubeversion, logs, offline, policy
+from webhook import catalogue, certs, certsecret, kubeclient, kubeversion, logs, offline, policy, reload
 from webhook.app import create_app
 from webhook.configuration import Configuration, ConfigurationHolder
 from webhook.engine import Settings
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         api = _cluster(args)
         try:
+            seen = reload.fingerprint(args.catalog, args.policy)  # before loading: a change meanwhile is reloaded
             entries = catalogue.load(args.catalog)
             configuration = Configuration(
                 entries,
@@ -82,10 +83,17 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn_config(app, args.host, args.port, certfile, keyfile)
     reloader = CertificateReloader(config.ssl, certfile, keyfile)
     reloader.start()
+    watcher = None
+    if (args.catalog or args.policy) and args.reload_seconds > 0:
+        watcher = reload.ConfigurationReloader(holder, args.catalog, args.policy, configuration.settings,
+                                               args.reload_seconds, seen)
+        watcher.start()
     if certificates.secret is not None:
         certificates.secret.run(args.cert_check_seconds)
     uvicorn.Server(config).run()
     reloader.stop()
+    if watcher is not None:
+        watcher.stop()
     if certificates.secret is not None:
         certificates.secret.stop()
     return 0
