@@ -3,8 +3,10 @@
 Objects live in one store keyed by their API path, each write bumps a cluster-wide resourceVersion
 (as etcd's revision does), and errors come back as `Status` objects shaped like the real ones, so
 the client raises the exceptions it raises against a real cluster. Faults (errors, delays, a
-rendezvous that holds requests until N of them have arrived) make races deterministic. Every
-change goes through `_commit`, the one place a future watch stream would hook into.
+rendezvous that holds requests until N of them have arrived, a hold until the test releases it)
+make races deterministic. Every change is recorded as a watch event, and `?watch=true` streams
+them as JSON lines from a resourceVersion, as the real API does: a watch from before the
+compaction point gets 410 Gone, and faults expire or drop a watch on demand.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import socket
 import threading
 import time
 import uuid
@@ -102,20 +105,43 @@ def locate(path: str) -> Location:
 
 @dataclass
 class Fault:
-    """Applies to the next `times` requests whose method matches and whose path starts with `path`."""
+    """Applies to the next `times` requests whose method matches and whose path starts with `path`
+    (and, with `watch` set, that are or are not watches)."""
 
     method: str
     path: str
     times: int = 1
+    watch: bool | None = None  # True: only watch requests; False: only the others
     status: int | None = None  # answer with this error instead of serving the request
     reason: str = "InternalError"
     message: str = "injected fault"
     delay: float = 0.0  # seconds to wait before serving
     rendezvous: threading.Barrier | None = None  # hold each request until this many are waiting
+    hold: threading.Event | None = None  # hold each request until `release()`
+    gone_event: bool = False  # a watch answers 200 and one ERROR event with a 410 Status, as after compaction
+    drop_after: int | None = None  # a watch breaks mid-event instead of sending event N+1 (at once for 0)
+    garbage: bool = False  # a watch starts with a line that is not JSON
+    end_at_once: bool = False  # a watch ends cleanly before any event (as a misbehaving proxy may)
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
-        return self.hits < self.times and method == self.method and path.startswith(self.path)
+    def matches(self, method: str, path: str, watching: bool) -> bool:
+        return (self.hits < self.times and method == self.method and path.startswith(self.path)
+                and self.watch in (None, watching))
+
+    def release(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    revision: int
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    collection: str
+    object: dict[str, Any]
+
+    def line(self) -> bytes:
+        return json.dumps({"type": self.type, "object": self.object}).encode() + b"\n"
 
 
 @dataclass
@@ -126,6 +152,14 @@ class Request:
     content_type: str
     body: Any
     status: int = 0
+    at: float = field(default_factory=time.monotonic)  # when it arrived
+
+    @property
+    def watching(self) -> bool:
+        return self.method == "GET" and self.query.get("watch", [""])[0] in ("true", "1")
+
+    def parameter(self, name: str) -> str | None:
+        return self.query.get(name, [None])[0]
 
 
 @dataclass
@@ -137,9 +171,13 @@ class KubeApi:
     faults: list[Fault] = field(default_factory=list)
     version: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_VERSION))
     revision: int = 100
+    events: list[WatchEvent] = field(default_factory=list)
+    compacted: int = 0  # a watch from an older resourceVersion gets 410 Gone
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # wakes the open watches
+        self.closed = False
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -163,6 +201,11 @@ class KubeApi:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def close(self) -> None:
+        with self.lock:
+            self.closed = True  # open watches end, held requests go on
+            self.changed.notify_all()
+            for fault in self.faults:
+                fault.release()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -206,10 +249,30 @@ class KubeApi:
             _identify(location, obj, old)
             return self._commit(path, obj, "MODIFIED" if old is not None else "ADDED")
 
+    def delete(self, path: str) -> None:
+        """Deletes the object at `path` as a DELETE through the API would (a DELETED event)."""
+        with self.lock:
+            self._delete(locate(path), path)
+
+    def bookmark(self, collection: str, kind: str) -> None:
+        """A BOOKMARK event at the current resourceVersion for the open watches that allow them."""
+        with self.lock:
+            self._record(WatchEvent(self.revision, "BOOKMARK", collection,
+                                    {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": str(self.revision)}}))
+
+    def compact(self) -> int:
+        """Forgets the history before now: a watch from an older resourceVersion gets 410 Gone."""
+        with self.lock:
+            self.compacted = self.revision
+            return self.compacted
+
     def fault(self, method: str, path: str, **settings: Any) -> Fault:
-        """Adds a fault; `rendezvous=N` holds the matching requests until N of them are waiting."""
+        """Adds a fault; `rendezvous=N` holds the matching requests until N of them are waiting, `hold=True`
+        until the fault's `release()`."""
         parties = settings.pop("rendezvous", None)
-        added = Fault(method, path, rendezvous=threading.Barrier(parties, timeout=10) if parties else None, **settings)
+        hold = threading.Event() if settings.pop("hold", False) else None
+        added = Fault(method, path, rendezvous=threading.Barrier(parties, timeout=10) if parties else None, hold=hold,
+                      **settings)
         with self.lock:
             self.faults.append(added)
         return added
@@ -217,6 +280,14 @@ class KubeApi:
     def requested(self, method: str, path: str | None = None) -> list[Request]:
         with self.lock:
             return [r for r in self.requests if r.method == method and (path is None or r.path == path)]
+
+    def watches(self, path: str) -> list[Request]:
+        """The watch requests of a collection, in order."""
+        return [r for r in self.requested("GET", path) if r.watching]
+
+    def lists(self, path: str) -> list[Request]:
+        """The list requests of a collection (not watches), in order."""
+        return [r for r in self.requested("GET", path) if not r.watching]
 
     # --- the HTTP side
 
@@ -228,12 +299,14 @@ class KubeApi:
         request = Request(handler.command, url.path, parse_qs(url.query), content_type, json.loads(raw) if raw else None)
         with self.lock:
             self.requests.append(request)
-            fault = next((f for f in self.faults if f.matches(request.method, request.path)), None)
+            fault = next((f for f in self.faults if f.matches(request.method, request.path, request.watching)), None)
             if fault is not None:
                 fault.hits += 1
         try:
             if fault is not None:
                 self._suffer(fault)
+            if request.watching:
+                return self._watch(handler, request, fault)
             code, body = self._route(request)
         except ApiError as err:
             code, body = err.code, err.status()
@@ -249,6 +322,8 @@ class KubeApi:
     def _suffer(fault: Fault) -> None:
         if fault.rendezvous is not None:
             fault.rendezvous.wait()
+        if fault.hold is not None:
+            fault.hold.wait(60)
         if fault.delay:
             time.sleep(fault.delay)
         if fault.status is not None:
@@ -333,6 +408,10 @@ class KubeApi:
         old = self._existing(location, path)
         del self.objects[path]
         self.revision += 1
+        # The DELETED event carries the object as it was, at the revision of its deletion.
+        gone = copy.deepcopy(old)
+        gone["metadata"]["resourceVersion"] = str(self.revision)
+        self._record(WatchEvent(self.revision, "DELETED", location.collection, gone))
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                 "details": {**location.details(old["metadata"]["name"]), "uid": old["metadata"]["uid"]}}
 
@@ -345,11 +424,94 @@ class KubeApi:
                            location.details(name))
 
     def _commit(self, path: str, obj: dict[str, Any], change: str) -> dict[str, Any]:
-        """Every write ends here: a new revision stamped on the object. (`change` is the watch event type.)"""
+        """Every write but a delete ends here: a new revision stamped on the object, and a watch event."""
         self.revision += 1
         obj["metadata"]["resourceVersion"] = str(self.revision)
         self.objects[path] = obj
+        self._record(WatchEvent(self.revision, change, path.rsplit("/", 1)[0], copy.deepcopy(obj)))
         return copy.deepcopy(obj)
+
+    def _record(self, event: WatchEvent) -> None:
+        self.events.append(event)
+        self.changed.notify_all()
+
+    # --- watch streams
+
+    def _watch(self, handler: BaseHTTPRequestHandler, request: Request, fault: Fault | None) -> None:
+        """Streams the collection's events after `resourceVersion` (all objects as ADDED first without one)
+        until `timeoutSeconds`, as chunked JSON lines."""
+        location = locate(request.path)
+        if location.name is not None:
+            raise ApiError(405, "MethodNotAllowed", "the stand-in watches collections only")
+        since = request.parameter("resourceVersion") or "0"
+        if not since.isdigit():
+            raise ApiError(400, "BadRequest", f"invalid resource version: {since!r}")
+        bookmarks = request.parameter("allowWatchBookmarks") == "true"
+        deadline = time.monotonic() + float(request.parameter("timeoutSeconds") or 1800)
+        with self.lock:
+            if since == "0":  # the current state first, as the real API does
+                initial = [WatchEvent(self.revision, "ADDED", location.collection, copy.deepcopy(o))
+                           for p, o in sorted(self.objects.items()) if p.rsplit("/", 1)[0] == location.collection]
+                position = len(self.events)
+            else:
+                initial = []
+                position = next((i for i, e in enumerate(self.events) if e.revision > int(since)), len(self.events))
+            expired = int(since) < self.compacted and since != "0"
+            current = self.revision
+        request.status = 200
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        stream = _Chunks(handler)
+        try:
+            if fault is not None and fault.garbage:
+                stream.send(b"this is not a watch event\n")
+            if expired or (fault is not None and fault.gone_event):
+                status = ApiError(410, "Expired", f"too old resource version: {since} ({self.compacted or current})").status()
+                stream.send(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
+                return stream.end()
+            if fault is not None and fault.drop_after == 0:
+                return stream.drop(b"")
+            if fault is not None and fault.end_at_once:
+                return stream.end()
+            sent, pending = 0, initial
+            while True:
+                for event in pending:
+                    if event.collection != location.collection or (event.type == "BOOKMARK" and not bookmarks):
+                        continue
+                    if fault is not None and fault.drop_after is not None and sent >= fault.drop_after:
+                        return stream.drop(event.line())
+                    stream.send(event.line())
+                    sent += 1
+                with self.lock:
+                    while position >= len(self.events) and not self.closed and time.monotonic() < deadline:
+                        self.changed.wait(max(0.0, deadline - time.monotonic()))
+                    pending, position = self.events[position:], len(self.events)
+                if not pending:  # timed out, or the stand-in is closing
+                    return stream.end()
+        except OSError:  # the client went away
+            handler.close_connection = True
+
+
+class _Chunks:
+    """HTTP/1.1 chunked transfer: how the real API streams a watch."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler):
+        self.handler = handler
+
+    def send(self, data: bytes) -> None:
+        self.handler.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+
+    def end(self) -> None:
+        self.handler.wfile.write(b"0\r\n\r\n")
+
+    def drop(self, data: bytes) -> None:
+        """Half of a chunk (if any), then the connection breaks (as when a load balancer cuts it)."""
+        if data:
+            self.handler.wfile.write(b"%X\r\n%s" % (len(data), data[: len(data) // 2]))
+        self.handler.connection.shutdown(socket.SHUT_RDWR)
+        self.handler.close_connection = True
 
 
 def _body_name(body: Any) -> str:

@@ -36,11 +36,12 @@ class Webhook:
     """The ASGI application: POST /mutate straight to the admission code, everything else to FastAPI."""
 
     def __init__(self, holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 namespaces: Namespaces | None = None):
+                 namespaces: Namespaces | None = None, ready: Callable[[], bool] | None = None):
+        """`ready`, when given, is asked by every GET /readyz (e.g. whether the Namespace cache has synced)."""
         self.holder = holder
         self.max_body_bytes = max_body_bytes
         self.namespaces = namespaces
-        self.api = _health_and_metrics()
+        self.api = _health_and_metrics(ready)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/mutate" and scope["method"] == "POST":
@@ -71,11 +72,11 @@ class Webhook:
 
 
 def create_app(holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
-               namespaces: Namespaces | None = None) -> Webhook:
-    return Webhook(holder, max_body_bytes, namespaces)
+               namespaces: Namespaces | None = None, ready: Callable[[], bool] | None = None) -> Webhook:
+    return Webhook(holder, max_body_bytes, namespaces, ready)
 
 
-def _health_and_metrics() -> FastAPI:
+def _health_and_metrics(ready: Callable[[], bool] | None = None) -> FastAPI:
     api = FastAPI(title="podpatterns", openapi_url=None, docs_url=None, redoc_url=None)
     api.state.ready = True
 
@@ -85,7 +86,7 @@ def _health_and_metrics() -> FastAPI:
 
     @api.get("/readyz")
     async def readyz() -> Response:
-        if api.state.ready:
+        if api.state.ready and (ready is None or ready()):
             return Response(b'{"status":"ready"}', media_type=JSON)
         return Response(b'{"status":"not ready"}', status_code=503, media_type=JSON)
 

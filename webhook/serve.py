@@ -17,6 +17,7 @@ from webhook.app import create_app
 from webhook.configuration import Configuration, ConfigurationHolder
 from webhook.engine import Settings
 from webhook.keys import AnnotationKeys
+from webhook.namespacecache import NamespaceCache
 from webhook.namespaces import Namespaces
 from webhook.tlsreload import CertificateReloader, harden
 from webhook.webhookconfig import mutating_webhook_configuration
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             raise Refusal(f"refusing to start, the policy is broken:\n{err}") from err
         except ValueError as err:
             raise Refusal(str(err)) from err
-        namespaces = _namespaces(args)
+        namespaces = _namespaces(args, api)
         certificates = _certificates(args, api)
     except Refusal as err:
         print(f"podpatterns serve: {err}", file=sys.stderr)
@@ -79,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
 
     holder = ConfigurationHolder(configuration)
     certfile, keyfile = certificates.certfile, certificates.keyfile
-    app = create_app(holder, max_body_bytes=args.max_body_bytes, namespaces=namespaces)
+    cache = namespaces if isinstance(namespaces, NamespaceCache) else None
+    app = create_app(holder, max_body_bytes=args.max_body_bytes, namespaces=namespaces,
+                     ready=(lambda: cache.synced) if cache is not None else None)
+    if cache is not None:
+        cache.start()  # /readyz answers 503 until its first list has arrived
     config = uvicorn_config(app, args.host, args.port, certfile, keyfile)
     reloader = CertificateReloader(config.ssl, certfile, keyfile)
     reloader.start()
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if certificates.secret is not None:
         certificates.secret.run(args.cert_check_seconds)
     uvicorn.Server(config).run()
+    if cache is not None:
+        cache.stop()
     reloader.stop()
     if watcher is not None:
         watcher.stop()
@@ -100,9 +107,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> ApiClient | None:
-    """The API client of self-managed mode (None otherwise), after checking the options that go with it."""
+    """The API client for self-managed mode and the Namespace watch (None without either), after checking the
+    options that go with them."""
+    if args.watch_namespaces and args.namespaces_file:
+        raise Refusal("--watch-namespaces and --namespaces-file exclude each other: the Namespaces come from the "
+                      "cluster or from the file")
     if not args.cert_secret:
-        return None
+        return _api_client("--watch-namespaces") if args.watch_namespaces else None
     if args.tls_cert or args.tls_key:
         raise Refusal("--cert-secret makes and renews the certificate itself; it excludes --tls-cert and --tls-key")
     if not args.service:
@@ -114,14 +125,21 @@ def _cluster(args: argparse.Namespace) -> ApiClient | None:
     args.namespace = args.namespace or kubeclient.current_namespace()  # resolved once, for _certificates
     if not args.namespace:
         raise Refusal("--cert-secret needs --namespace NS (or $POD_NAMESPACE, or to run in a Pod)")
+    return _api_client("--cert-secret")
+
+
+def _api_client(needed_by: str) -> ApiClient:
     try:
         return kubeclient.api_client()
     except Exception as err:  # no in-cluster account and no usable kubeconfig
-        raise Refusal(f"--cert-secret needs the Kubernetes API, and there is no configuration for it: {err}") from err
+        raise Refusal(f"{needed_by} needs the Kubernetes API, and there is no configuration for it: {err}") from err
 
 
-def _namespaces(args: argparse.Namespace) -> Namespaces | None:
-    """Where the Namespaces' labels and annotations come from: a file of Namespace manifests, or none."""
+def _namespaces(args: argparse.Namespace, api: ApiClient | None) -> Namespaces | None:
+    """Where the Namespaces' labels and annotations come from: the cluster (a watched cache), a file of
+    Namespace manifests, or none."""
+    if args.watch_namespaces:
+        return NamespaceCache(api, args.unsynced_namespaces)
     if not args.namespaces_file:
         return None
     try:
