@@ -70,7 +70,7 @@ class Denied(Exception):
 class _Request:
     entry: str
     source: str
-    from_pod: bool = False
+    asked_by: str  # "pod", "namespace" or "rule"
     mandatory_by: str | None = None  # the first mandatory rule that adds it
 
 
@@ -158,7 +158,7 @@ def _requested(pod: PodView, namespace: NamespaceInfo, rules: list[Rule], catalo
         if name in requests:
             result.warnings.append(f"annotation {keys.inject}: {name} is listed twice; injected once")
             continue
-        requests[name] = _Request(name, f"requested by annotation {keys.inject}", from_pod=True)
+        requests[name] = _Request(name, f"requested by annotation {keys.inject}", "pod")
     namespace_source = f"added by namespace {namespace.name} (annotation {keys.inject})"
     for name in _names(namespace.annotations.get(keys.inject, "")):
         if name not in catalogue:
@@ -166,10 +166,10 @@ def _requested(pod: PodView, namespace: NamespaceInfo, rules: list[Rule], catalo
             result.warnings.append(f"namespace {namespace.name} annotation {keys.inject} names unknown entry "
                                    f"{_show(name)}; ignored")
             continue
-        requests.setdefault(name, _Request(name, namespace_source))
+        requests.setdefault(name, _Request(name, namespace_source, "namespace"))
     for rule in rules:
         for name in rule.inject:
-            request = requests.setdefault(name, _Request(name, f"added by rule {rule.name}"))
+            request = requests.setdefault(name, _Request(name, f"added by rule {rule.name}", "rule"))
             if rule.mandatory and request.mandatory_by is None:
                 request.mandatory_by = rule.name
                 added_here = request.source == f"added by rule {rule.name}"
@@ -186,8 +186,7 @@ def _check_allowed(requests: dict[str, _Request], rules: list[Rule], namespace: 
         if rule.allowed_entries is None:
             continue
         for request in requests.values():
-            asked = request.from_pod or request.source.startswith("added by namespace")
-            if asked and request.entry not in rule.allowed_entries:
+            if request.asked_by != "rule" and request.entry not in rule.allowed_entries:
                 allowed = ", ".join(sorted(rule.allowed_entries)) or "none"
                 raise Denied(f"{request.entry} ({request.source}) is not allowed in namespace {namespace.name} "
                              f"by rule {rule.name}; allowed entries: {allowed}")
@@ -204,8 +203,9 @@ def _without_excluded(requests: dict[str, _Request], pod: PodView, catalogue: Ca
         result.warnings.append(f"annotation {keys.exclude}: there is no catalogue entry {name!r}; ignored")
     kept = []
     for request in requests.values():
-        if request.from_pod or not (everything or request.entry in excluded):
-            if request.from_pod and request.entry in excluded:
+        from_pod = request.asked_by == "pod"
+        if from_pod or not (everything or request.entry in excluded):
+            if from_pod and request.entry in excluded:
                 result.warnings.append(f"{request.entry} is both requested by {keys.inject} and excluded by "
                                        f"{keys.exclude}; the request wins")
             kept.append(request)

@@ -96,13 +96,11 @@ def run(args: argparse.Namespace) -> int:
     if certificates.secret is not None:
         certificates.secret.run(args.cert_check_seconds)
     uvicorn.Server(config).run()
-    if cache is not None:
-        cache.stop()
-    reloader.stop()
-    if watcher is not None:
-        watcher.stop()
-    if certificates.secret is not None:
-        certificates.secret.stop()
+    # Background threads (all daemons: uvicorn re-raises SIGTERM after its graceful shutdown, so this
+    # only runs when it returns normally).
+    for service in (cache, reloader, watcher, certificates.secret):
+        if service is not None:
+            service.stop()
     return 0
 
 
