@@ -19,7 +19,7 @@ import orjson
 from webhook import schema
 from webhook.parameters import Parameter, ParameterError
 from webhook.restricted import container_violations, volume_violations
-from webhook.sourcemap import Document, SourceError, load_documents
+from webhook.sourcemap import Document, Problem, Problems, SourceError, load_documents
 from webhook.template import TemplateError, compile_tree, render, sequence
 
 API_VERSION = "podpatterns.io/v1alpha1"
@@ -33,20 +33,8 @@ SAMPLE_POD = {"pod.name": "sample", "pod.namespace": "default", "pod.serviceAcco
 APP_STAND_IN = "podpatterns-app-stand-in"
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
-
-
-class CatalogueError(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
+class CatalogueError(Problems):
+    pass
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from typing import Any, Iterable, Mapping
 
 from kubernetes.utils import parse_quantity
 
-from webhook.catalogue import Catalogue, Problem
+from webhook.catalogue import Catalogue
 from webhook.parameters import ParameterError
-from webhook.sourcemap import Document, SourceError, load_documents
+from webhook.sourcemap import Document, Problem, Problems, SourceError, load_documents
 
 API_VERSION = "podpatterns.io/v1alpha1"
 KIND = "Policy"
@@ -27,10 +27,8 @@ RULE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
-class PolicyError(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
+class PolicyError(Problems):
+    pass
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,26 @@ from typing import Any, Iterable
 import yaml
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a loaded file, where it is."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+
+class Problems(Exception):
+    """Everything wrong with a set of files, one `file:line: message` per line (a load is refused whole)."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
 class SourceError(ValueError):
     def __init__(self, line: int, message: str):
         super().__init__(message)
