@@ -7,6 +7,7 @@ together, for nothing the endpoint needs. The engine's own orjson answer is alre
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Awaitable, Callable
 
@@ -16,12 +17,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from webhook import admission
 from webhook.configuration import ConfigurationHolder
+from webhook.logs import event
 from webhook.metrics import BY_OUTCOME, LATENCY, count_injection
 from webhook.namespaces import Namespaces, NotSynced
 
 DEFAULT_MAX_BODY = 3 * 1024 * 1024  # the apiserver's own limit on a request body
 JSON = "application/json"
 JSON_HEADERS = [(b"content-type", JSON.encode())]
+CLOSE = (b"connection", b"close")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -41,7 +44,12 @@ class Webhook:
         self.holder = holder
         self.max_body_bytes = max_body_bytes
         self.namespaces = namespaces
-        self.api = _health_and_metrics(ready)
+        self.draining = False
+        self.api = _health_and_metrics(lambda: not self.draining and (ready is None or ready()))
+
+    def drain(self) -> None:
+        """From now on /readyz answers 503 and every /mutate answer closes its connection (see shutdown.py)."""
+        self.draining = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/mutate" and scope["method"] == "POST":
@@ -51,24 +59,32 @@ class Webhook:
 
     async def mutate(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        body = b""
         try:
             body = await _read_body(scope, receive, self.max_body_bytes)
             answer = admission.review(body, self.holder.current, self.namespaces)
         except NotSynced:
             # Answered like an outage, so the webhook configuration's failurePolicy decides.
-            BY_OUTCOME["unavailable"].inc()
-            return await _send(send, 503, _error(503, "podpatterns has not read the cluster's Namespaces yet; retry"))
+            return await self.refuse(send, 503, "podpatterns has not read the cluster's Namespaces yet; retry",
+                                     "unavailable", body)
         except BodyTooLarge:
-            BY_OUTCOME["invalid"].inc()
-            return await _send(send, 413, _error(413, f"request body is larger than {self.max_body_bytes} bytes"))
+            # The connection is closed rather than drained of the rest of the body.
+            return await self.refuse(send, 413, f"request body is larger than {self.max_body_bytes} bytes",
+                                     "invalid", body, close=True)
         except admission.BadReview as err:
-            BY_OUTCOME["invalid"].inc()
-            return await _send(send, 400, _error(400, str(err)))
+            return await self.refuse(send, 400, str(err), "invalid", body)
         BY_OUTCOME[answer.outcome].inc()
         if answer.injected:
             count_injection(answer.injected)
         LATENCY.observe(time.perf_counter() - started)
-        await _send(send, 200, answer.body)
+        await _send(send, 200, answer.body, self.draining)
+
+    async def refuse(self, send: Send, status: int, message: str, outcome: str, body: bytes,
+                     close: bool = False) -> None:
+        """An HTTP error with a JSON body, counted, and logged as one line with the uid when the body has one."""
+        BY_OUTCOME[outcome].inc()
+        event(logging.WARNING, "refused", status=status, reason=message, uid=_uid_in(body))
+        await _send(send, status, _error(status, message), close or self.draining)
 
 
 def create_app(holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
@@ -76,9 +92,8 @@ def create_app(holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BO
     return Webhook(holder, max_body_bytes, namespaces, ready)
 
 
-def _health_and_metrics(ready: Callable[[], bool] | None = None) -> FastAPI:
+def _health_and_metrics(ready: Callable[[], bool]) -> FastAPI:
     api = FastAPI(title="podpatterns", openapi_url=None, docs_url=None, redoc_url=None)
-    api.state.ready = True
 
     @api.get("/healthz")
     async def healthz() -> Response:
@@ -86,7 +101,7 @@ def _health_and_metrics(ready: Callable[[], bool] | None = None) -> FastAPI:
 
     @api.get("/readyz")
     async def readyz() -> Response:
-        if api.state.ready and (ready is None or ready()):
+        if ready():
             return Response(b'{"status":"ready"}', media_type=JSON)
         return Response(b'{"status":"not ready"}', status_code=503, media_type=JSON)
 
@@ -115,9 +130,22 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _send(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+async def _send(send: Send, status: int, body: bytes, close: bool = False) -> None:
+    headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body))]  # not chunked: one write, one read
+    if close:
+        headers.append(CLOSE)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _uid_in(body: bytes) -> str | None:
+    """The request uid of a body that was refused, if it has one (error path only: it decodes again)."""
+    try:
+        request = orjson.loads(body).get("request")
+        uid = request.get("uid") if isinstance(request, dict) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return uid if isinstance(uid, str) else None
 
 
 def _error(status: int, message: str) -> bytes:

@@ -48,6 +48,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--quiet", action="store_true", help="do not print the caBundle and webhook configuration")
     serve.add_argument("--config", metavar="FILE",
                        help="YAML settings file: serve flags without the dashes (e.g. log-level: debug); flags win")
+    limits = serve.add_argument_group("connections and shutdown (see README, Reliability)")
+    limits.add_argument("--idle-timeout-seconds", type=_positive, default=120.0,
+                        help="close a connection idle this long (default 120: above the apiserver's 90 s, so the "
+                             "apiserver closes first and never sends on a connection being closed)")
+    limits.add_argument("--read-timeout-seconds", type=_positive, default=10.0,
+                        help="a request must arrive whole within this long of its first byte, else 408 (default 10)")
+    limits.add_argument("--max-head-bytes", type=_head_bytes, default=32 * 1024,
+                        help="largest request line plus headers, else 431 (default 32768)")
+    limits.add_argument("--drain-seconds", type=_not_negative, default=5.0,
+                        help="on SIGTERM, answer for this long with /readyz at 503 before closing (default 5)")
+    limits.add_argument("--shutdown-timeout-seconds", type=_positive, default=10.0,
+                        help="then wait at most this long for in-flight requests (default 10)")
+    limits.add_argument("--health-port", type=_port, metavar="PORT",
+                        help="also serve /healthz, /readyz and /metrics in plain HTTP on this port (never /mutate)")
     managed = serve.add_argument_group("self-managed certificates (in a cluster; the files go to --certs-dir)")
     managed.add_argument("--cert-secret", metavar="NAME",
                          help="keep the CA and serving certificate in this Secret of --namespace, shared by all replicas")
@@ -258,3 +272,31 @@ def _certs_cabundle(args: argparse.Namespace) -> int:
         print(f"podpatterns: cannot read {args.ca}: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (1-65535), got {text}")
+    return value
+
+
+def _head_bytes(text: str) -> int:
+    value = int(text)
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"must be at least 1024, got {text}")
+    return value

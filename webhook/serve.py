@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import datetime as dt
 import sys
 from dataclasses import dataclass
@@ -13,12 +15,14 @@ import uvicorn
 import yaml
 
 from webhook import catalogue, certs, certsecret, kubeclient, kubeversion, logs, offline, policy, reload
-from webhook.app import create_app
+from webhook import protocol
+from webhook.app import Webhook, create_app
 from webhook.configuration import Configuration, ConfigurationHolder
 from webhook.engine import Settings
 from webhook.keys import AnnotationKeys
 from webhook.namespacecache import NamespaceCache
 from webhook.namespaces import Namespaces
+from webhook.shutdown import DEFAULT_GRACE_SECONDS, DrainingServer
 from webhook.tlsreload import CertificateReloader, harden
 from webhook.webhookconfig import mutating_webhook_configuration
 
@@ -27,7 +31,7 @@ if TYPE_CHECKING:
 
 # Longer than the apiserver's 90 s idle timeout for webhook connections, so the apiserver always
 # closes an idle connection first and never sends a review on one the server is closing.
-KEEP_ALIVE_SECONDS = 120
+KEEP_ALIVE_SECONDS = 120.0
 
 
 class Refusal(Exception):
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                      ready=(lambda: cache.synced) if cache is not None else None)
     if cache is not None:
         cache.start()  # /readyz answers 503 until its first list has arrived
-    config = uvicorn_config(app, args.host, args.port, certfile, keyfile)
+    config = uvicorn_config(app, args.host, args.port, certfile, keyfile, Limits.of(args))
     reloader = CertificateReloader(config.ssl, certfile, keyfile)
     reloader.start()
     watcher = None
@@ -95,13 +99,43 @@ def run(args: argparse.Namespace) -> int:
         watcher.start()
     if certificates.secret is not None:
         certificates.secret.run(args.cert_check_seconds)
-    uvicorn.Server(config).run()
-    # Background threads (all daemons: uvicorn re-raises SIGTERM after its graceful shutdown, so this
-    # only runs when it returns normally).
+    server = DrainingServer(config, app.drain, args.drain_seconds)
+    health = _health_server(app, args) if args.health_port else None
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(_serve(server, health))
     for service in (cache, reloader, watcher, certificates.secret):
         if service is not None:
             service.stop()
     return 0
+
+
+async def _serve(server: DrainingServer, health: uvicorn.Server | None) -> None:
+    """The webhook, and beside it the optional plain-HTTP health and metrics server, which stops with it."""
+    if health is None:
+        return await server.serve()
+    beside = asyncio.create_task(health.serve())
+    try:
+        await server.serve()
+    finally:
+        health.should_exit = True
+        await beside
+
+
+class _Beside(uvicorn.Server):
+    """A server that leaves the signals to the webhook's DrainingServer."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def _health_server(app: Webhook, args: argparse.Namespace) -> uvicorn.Server:
+    """/healthz, /readyz and /metrics in plain HTTP on their own port, for probes and scrapers without TLS;
+    /mutate is never served there."""
+    config = uvicorn.Config(app.api, host=args.host, port=args.health_port, loop="uvloop", lifespan="off",
+                            http=protocol.guarded_protocol(args.read_timeout_seconds, args.max_head_bytes),
+                            timeout_keep_alive=args.idle_timeout_seconds, access_log=False, log_config=None,
+                            server_header=False)
+    return _Beside(config)
 
 
 def _cluster(args: argparse.Namespace) -> ApiClient | None:
@@ -169,7 +203,22 @@ def _certificates(args: argparse.Namespace, api: ApiClient | None) -> Certificat
     return Certificates(paths.cert, paths.key, paths.ca_cert)
 
 
-def uvicorn_config(app, host: str, port: int, certfile: Path, keyfile: Path) -> uvicorn.Config:
+@dataclass(frozen=True)
+class Limits:
+    """How long connections may idle or take, how big a request head may be, how long shutdown may wait."""
+
+    idle_timeout: float = KEEP_ALIVE_SECONDS
+    read_timeout: float = protocol.DEFAULT_READ_TIMEOUT
+    max_head_bytes: int = protocol.DEFAULT_MAX_HEAD_BYTES
+    shutdown_timeout: float = DEFAULT_GRACE_SECONDS
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Limits:
+        return cls(args.idle_timeout_seconds, args.read_timeout_seconds, args.max_head_bytes,
+                   args.shutdown_timeout_seconds)
+
+
+def uvicorn_config(app, host: str, port: int, certfile: Path, keyfile: Path, limits: Limits = Limits()) -> uvicorn.Config:
     """The production server settings (bench/ starts its baseline with the very same ones)."""
     config = uvicorn.Config(
         app,
@@ -178,8 +227,9 @@ def uvicorn_config(app, host: str, port: int, certfile: Path, keyfile: Path) -> 
         ssl_certfile=str(certfile),
         ssl_keyfile=str(keyfile),
         loop="uvloop",
-        http="httptools",
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        http=protocol.guarded_protocol(limits.read_timeout, limits.max_head_bytes),
+        timeout_keep_alive=limits.idle_timeout,
+        timeout_graceful_shutdown=limits.shutdown_timeout,
         access_log=False,
         log_config=None,
         server_header=False,
