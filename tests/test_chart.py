@@ -47,6 +47,7 @@ SCENARIOS: dict[str, list[str]] = {
         "webhook.timeoutSeconds=3",
         "settings.prefix=patterns.example.com",
     ],
+    "plain-health-port": ["settings.health-port=9090", "settings.drain-seconds=10", "terminationGracePeriodSeconds=40"],
 }
 
 CERTIFICATES_FROM_OUTSIDE = {"cert-manager", "cert-manager-cluster-issuer", "existing-secret"}
@@ -135,7 +136,8 @@ def test_the_webhook_pods_meet_pod_security_restricted_with_a_read_only_root(sce
         assert container["resources"]["limits"] and container["resources"]["requests"]
         probes = {p: container[p]["httpGet"] for p in ("readinessProbe", "livenessProbe")}
         assert probes["readinessProbe"]["path"] == "/readyz" and probes["livenessProbe"]["path"] == "/healthz"
-        assert all(p["scheme"] == "HTTPS" for p in probes.values())
+        scheme = "HTTP" if name == "plain-health-port" else "HTTPS"  # a plain port only when asked for
+        assert all(p["scheme"] == scheme for p in probes.values())
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/tmp" in mounts  # the only writable place: certificates are written there
     assert all(restricted.volume_violations(v) == [] for v in pod["volumes"])
@@ -267,7 +269,17 @@ _example_entry().replace("name: tailer", "name: tailer-two")),
     assert "tailer  (" in listed.stdout and "tailer-two  (" in listed.stdout
     settings = yaml.safe_load(find(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]["settings.yaml"])
     assert settings == {"prefix": "patterns.example.com", "log-level": "debug", "kube-version": "1.28",
-                        "max-body-bytes": 3145728}
+                        "max-body-bytes": 3145728, "drain-seconds": 5, "shutdown-timeout-seconds": 10,
+                        "idle-timeout-seconds": 120, "read-timeout-seconds": 10, "max-head-bytes": 32768,
+                        "health-port": None}
+    # Every chart setting is a flag the server takes (the chart server test runs them for real).
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(find(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]["settings.yaml"])
+    from webhook.cli import _parser
+    from webhook.settingsfile import flags
+    parser = _parser()
+    parsed = parser.parse_args(["serve", *flags(str(settings_file), parser.serve_parser)])
+    assert (parsed.drain_seconds, parsed.idle_timeout_seconds, parsed.health_port) == (5, 120, None)
 
 
 def _example_entry() -> str:
@@ -310,11 +322,38 @@ spec:
     ("webhook.excludedNamespaces[0]=Not_A_Namespace", "/webhook/excludedNamespaces/0"),
     ("webhook.namespaceSelector.matchExpressions[0].operator=Equals", "value must be one of 'In', 'NotIn'"),
     ("podAntiAffinity=sometimes", "value must be one of 'soft', 'hard', 'none'"),
+    ("settings.idle-timeout-seconds=60", "exclusiveMinimum: got 60, want 90"),
+    ("settings.read-timeout-seconds=0", "exclusiveMinimum: got 0, want 0"),
+    ("settings.health-port=70000", "maximum: got 70,000, want 65,535"),
 ])
 def test_misspelt_or_mistyped_values_are_rejected_with_a_clear_error(setting, error):
     done = helm("template", "pp", str(CHART), "--set", setting)
     assert done.returncode != 0
     assert "values don't meet the specifications of the schema" in done.stderr and error in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("settings, error", [
+    (["terminationGracePeriodSeconds=12"], "terminationGracePeriodSeconds (12) must exceed settings.drain-seconds + "
+                                           "settings.shutdown-timeout-seconds (15)"),
+    (["settings.drain-seconds=20", "settings.shutdown-timeout-seconds=10"], "(30)"),
+    (["settings.health-port=8443"], "settings.health-port must differ from service.targetPort"),
+])
+def test_settings_that_would_break_shutdown_or_tls_are_refused_at_render(settings, error):
+    done = helm("template", "pp", str(CHART), *_flags(settings))
+    assert done.returncode != 0 and error in done.stderr, done.stderr
+
+
+def test_the_probes_use_https_unless_a_plain_health_port_is_set():
+    def probes(docs):
+        container = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {container[name]["httpGet"]["port"] + "/" + container[name]["httpGet"]["scheme"]
+                for name in ("startupProbe", "readinessProbe", "livenessProbe")}
+
+    assert probes(render([])) == {"https/HTTPS"}
+    docs = render(SCENARIOS["plain-health-port"])
+    assert probes(docs) == {"health/HTTP"}
+    settings = yaml.safe_load(find(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]["settings.yaml"])
+    assert settings["health-port"] == 9090 and settings["drain-seconds"] == 10
 
 
 def test_notes_tell_how_to_annotate_a_pod_and_check_it():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import signal
 import ssl
 import subprocess
 import time
@@ -217,8 +218,12 @@ def test_existing_secret_mode_serves_the_mounted_certificate(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     ca = (out / "ca.crt").read_bytes()
+    health_port = free_port()
     docs = render(["certificates.mode=existingSecret", "certificates.existingSecret.name=given",
-                   f"certificates.existingSecret.caBundle={base64.b64encode(ca).decode()}"])
+                   f"certificates.existingSecret.caBundle={base64.b64encode(ca).decode()}",
+                   f"settings.health-port={health_port}"])
+    pod_spec = find(docs, "Deployment")["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
     with KubeApi() as api:
         seed(api, docs)
         secret = {"tls.crt": (out / "tls.crt").read_bytes(), "tls.key": (out / "tls.key").read_bytes()}
@@ -228,6 +233,17 @@ def test_existing_secret_mode_serves_the_mounted_certificate(tmp_path):
             client = deployment.wait_ready(ca)
             assert client.get("/healthz").json() == {"status": "ok"}
             client.close()
+            # The kubelet's probes, as rendered: plain HTTP on the named health port.
+            ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                get = container[probe]["httpGet"]
+                assert get["scheme"] == "HTTP" and ports[get["port"]] == health_port
+                assert httpx.get(f"http://127.0.0.1:{health_port}{get['path']}", timeout=5).status_code == 200
+            # Stopping the Pod: SIGTERM, then exit 0 within the rendered grace period.
+            stopping = time.monotonic()
+            deployment.process.send_signal(signal.SIGTERM)
+            assert deployment.process.wait(pod_spec["terminationGracePeriodSeconds"]) == 0
+            assert time.monotonic() - stopping < pod_spec["terminationGracePeriodSeconds"]
         finally:
             deployment.stop()
         used = assert_within_rbac(api, docs)

@@ -58,6 +58,8 @@ def _as_flags(path: str, key: str, value: Any, action: argparse.Action) -> list[
             checked = action.type(str(item)) if action.type else str(item)
         except (TypeError, ValueError):
             raise SettingsError(f"settings file {path}: {key}: not a valid value: {item!r}") from None
+        except argparse.ArgumentTypeError as err:
+            raise SettingsError(f"settings file {path}: {key}: {err}") from None
         if action.choices and checked not in action.choices:
             raise SettingsError(f"settings file {path}: {key} must be one of {', '.join(action.choices)}, got {item!r}")
     return [token for item in values for token in (option, str(item))]
