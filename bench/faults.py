@@ -95,7 +95,7 @@ def sustained(bench: Bench, seconds: float, rate: int) -> dict:
     settled = next((rss for at, rss in samples if at >= seconds * 0.1), samples[0][1])  # after warm-up
     growth = 100 * (samples[-1][1] - settled) / settled
     return {"scenario": "sustained", "seconds": seconds, "rate": rate, "achieved": round(load.rps),
-            "ok": load.ok, "failed": load.failed, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms,
+            "ok": load.ok, "failed": load.failed, "p50_ms": round(load.p50_ms, 2), "p99_ms": round(load.p99_ms, 2),
             "rss_mib_after_warmup": settled, "rss_mib_end": samples[-1][1], "rss_growth_pct": round(growth, 1),
             "passed": load.failed == 0 and load.ok > 0 and growth <= 10}
 
@@ -124,7 +124,7 @@ def certificate(bench: Bench, seconds: float, rate: int) -> dict:
         served.process.stop()
     load = result[0]
     return {"scenario": "certificate", "seconds": seconds, "rate": rate, "ok": load.ok, "failed": load.failed,
-            "p99_ms": load.p99_ms, "new_connections_get_new_certificate_after_s": switched and round(switched, 2),
+            "p99_ms": round(load.p99_ms, 2), "new_connections_get_new_certificate_after_s": switched and round(switched, 2),
             "passed": load.failed == 0 and switched is not None and before != expected}
 
 
@@ -150,7 +150,7 @@ def catalogue(bench: Bench, seconds: float, rate: int) -> dict:
     logged = f'"problems":["{target}:' in served.log()
     load = result[0]
     return {"scenario": "catalogue", "seconds": seconds, "rate": rate, "ok": load.ok, "failed": load.failed,
-            "p99_ms": load.p99_ms, "while_broken": during, "failed_reloads": failed_reloads,
+            "p99_ms": round(load.p99_ms, 2), "while_broken": during, "failed_reloads": failed_reloads,
             "last_reload_success_after_repair": after, "error_logged_with_file": logged,
             "passed": load.failed == 0 and during == {"last_reload_success": 0.0, "still_injects": True}
             and after == 1.0 and (failed_reloads or 0) >= 1 and logged}
