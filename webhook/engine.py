@@ -233,7 +233,9 @@ def _status_records(pod: PodView, keys: AnnotationKeys) -> list[dict[str, str]]:
             f"annotation {keys.status}: {_show(text)} is not a record written by podpatterns "
             '(a JSON list of {"entry", "pattern", "digest"}); remove the annotation'
         )
-    return records
+    # Written back with the new records: only the three fields, so nothing else a user put in (a value
+    # nested deeper than orjson writes, say) comes back out.
+    return [{"entry": r["entry"], "pattern": r["pattern"], "digest": r["digest"]} for r in records]
 
 
 def _supplied_parameters(

@@ -64,18 +64,29 @@ def _list_of_objects(container: dict[str, Any], field: str, where: str) -> list[
     return items
 
 
+def _optional_strings(items: list[dict[str, Any]], fields: tuple[str, ...], where: str) -> None:
+    """The engine keys dictionaries by these fields: each must be a string where it is present."""
+    for j, item in enumerate(items):
+        for field in fields:
+            if item.get(field) is not None and type(item[field]) is not str:
+                raise PodShapeError(f"{where}[{j}].{field} must be a string, got {_kind(item[field])}")
+
+
 def check_containers(pod: PodView) -> None:
     """Checks the container fields injection reads: ports of regular and init containers, env and
     volumeMounts of the app containers. Only Pods that get something injected pay for it."""
     for kind in ("containers", "initContainers"):
         for i, container in enumerate(pod.lists[kind] or ()):
             where = f"spec.{kind}[{i}]"
-            for j, port in enumerate(_list_of_objects(container, "ports", where)):
+            ports = _list_of_objects(container, "ports", where)
+            for j, port in enumerate(ports):
                 if type(port.get("containerPort")) is not int:
                     raise PodShapeError(f"{where}.ports[{j}].containerPort must be an integer")
+            _optional_strings(ports, ("protocol",), f"{where}.ports")
             if kind == "containers":
-                _list_of_objects(container, "env", where)
-                _list_of_objects(container, "volumeMounts", where)
+                _optional_strings(_list_of_objects(container, "env", where), ("name",), f"{where}.env")
+                _optional_strings(_list_of_objects(container, "volumeMounts", where), ("mountPath",),
+                                  f"{where}.volumeMounts")
 
 
 def check_resources(pod: PodView) -> None:
