@@ -10,8 +10,10 @@ TYPES = ("string", "integer", "boolean")
 DECLARATION_FIELDS = {"name", "type", "required", "default", "description", "pattern", "enum", "minimum", "maximum"}
 NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
 # Values end up in container args and env: control characters (newlines above all) are never accepted,
-# so no value can smuggle a second config line or argument into what a template renders.
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# so no value can smuggle a second config line or argument into what a template renders. That includes
+# the C1 controls and the Unicode line and paragraph separators: YAML and many config parsers break
+# lines at NEL (U+0085), U+2028 and U+2029 too.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_LENGTH = 1024
 INTEGER = re.compile(r"^[+-]?[0-9]{1,18}$")
 
