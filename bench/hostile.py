@@ -38,7 +38,6 @@ PARAMETERS = {"log-shipper": ("endpoint", "logDir"), "json-log-adapter": ("logDi
               "db-ambassador": ("upstream", "port")}
 PREFIX = "podpatterns.io"
 JSON_TYPE = "application/json"
-UVICORN_REFUSAL = (400, b"Invalid HTTP request received.")
 
 
 @dataclass
@@ -46,8 +45,8 @@ class Case:
     kind: str  # the generator that made it
     body: bytes
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": JSON_TYPE})
-    # False for a header value that HTTP forbids (a DEL character): uvicorn refuses such a request itself,
-    # before the application sees it, with a plain-text 400 (UVICORN_REFUSAL).
+    # False for a header value that HTTP forbids (a DEL character): the HTTP parser refuses such a request
+    # before the application sees it (webhook/protocol.py answers it with a JSON 400 all the same).
     valid_http: bool = True
 
 

@@ -193,8 +193,13 @@ def test_other_kinds_pass_unchanged(server):
         ({"metadata": {"annotations": {"podpatterns.io/inject": 7}}, "spec": {"containers": [{"name": "a"}]}},
          "the object is not a valid Pod: metadata.annotations['podpatterns.io/inject'] must be a string, got int"),
         ({"metadata": {}, "spec": {}}, "the object is not a valid Pod: spec.containers must list at least one container"),
+        ({"metadata": {}, "spec": {"containers": [{"name": "a"}], "serviceAccountName": {"a": [1]}}},
+         "the object is not a valid Pod: spec.serviceAccountName must be a string, got object"),
+        ({"metadata": {"labels": {"k" * 300: 1}}, "spec": {"containers": [{"name": "a"}]}},
+         f"the object is not a valid Pod: metadata.labels['{'k' * 100}'…] must be a string, got int"),
     ],
-    ids=["string", "containers-not-list", "annotation-not-string", "no-containers"],
+    ids=["string", "containers-not-list", "annotation-not-string", "no-containers", "service-account-not-string",
+         "long-key-cut-short"],
 )
 def test_a_pod_review_with_a_malformed_pod_is_denied(server, obj, message):
     body = review("pod-create-annotated")

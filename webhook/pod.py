@@ -99,6 +99,11 @@ def check_resources(pod: PodView) -> None:
                 _dict(resources.get(field), f"{where}.{field}")
 
 
+def _shown(key: str, limit: int = 100) -> str:
+    """A key as quoted in a message, cut short: the answer must not echo a hostile 64 KB key whole."""
+    return repr(key) if len(key) <= limit else repr(key[:limit]) + "…"
+
+
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__.replace("dict", "object").replace("str", "string")
 
@@ -110,11 +115,11 @@ def read_pod(obj: Any, namespace: str = "", name: str = "") -> PodView:
     annotations = _dict((metadata or {}).get("annotations"), "metadata.annotations")
     for key, value in (annotations or {}).items():
         if not isinstance(value, str):
-            raise PodShapeError(f"metadata.annotations[{key!r}] must be a string, got {_kind(value)}")
+            raise PodShapeError(f"metadata.annotations[{_shown(key)}] must be a string, got {_kind(value)}")
     labels = _dict((metadata or {}).get("labels"), "metadata.labels") or {}
     for key, value in labels.items():
         if not isinstance(value, str):
-            raise PodShapeError(f"metadata.labels[{key!r}] must be a string, got {_kind(value)}")
+            raise PodShapeError(f"metadata.labels[{_shown(key)}] must be a string, got {_kind(value)}")
     spec = _dict(pod.get("spec"), "spec", optional=False)
     lists = {name: _named_list(spec.get(name), f"spec.{name}") for name in CONTAINER_LISTS}
     if not lists["containers"]:
@@ -124,6 +129,8 @@ def read_pod(obj: Any, namespace: str = "", name: str = "") -> PodView:
     ns = meta.get("namespace") or namespace
     if not isinstance(name, str) or not isinstance(ns, str):
         raise PodShapeError("metadata.name, generateName and namespace must be strings")
+    if not isinstance(spec.get("serviceAccountName") or "", str):  # a template may render ${pod.serviceAccountName}
+        raise PodShapeError(f"spec.serviceAccountName must be a string, got {_kind(spec['serviceAccountName'])}")
     return PodView(
         raw=pod,
         metadata=metadata,

@@ -22,7 +22,7 @@ from webhook.logs import event
 DEFAULT_READ_TIMEOUT = 10.0  # the apiserver's default webhook timeout; it sends a whole review at once
 DEFAULT_MAX_HEAD_BYTES = 32 * 1024  # an apiserver's request head is well under 1 KiB
 
-REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 def guarded_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT,
@@ -79,9 +79,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise HeadTooLarge  # stops the parser; uvicorn then calls send_400_response
 
     def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what is not HTTP at all, as JSON like every other refusal."""
         if self.head_too_large:
             return self._refuse(431, f"the request head is larger than {self.max_head_bytes} bytes")
-        super().send_400_response(msg)
+        self._refuse(400, "the request is not valid HTTP/1.1")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
