@@ -170,6 +170,14 @@ BROKEN = {
                                   4, "environment prod: db-ambassador.port"),
     "duplicate key": ("  rules:\n  - name: a\n    maxContainers: 3\n    maxContainers: 4\n", 4, "duplicate key 'maxContainers'"),
     "not YAML": ("  rules: [\n", 2, "invalid YAML"),
+    # The same YAML guards as the catalogue (webhook/sourcemap.py): no alias bombs, tags or deep nesting.
+    "alias bomb": ("  a: &a [x, x, x, x, x, x, x, x, x, x]\n  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                   "  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                   "  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", 5, "more than 20000 values once YAML aliases"),
+    "alias in its own anchor": ("  rules: &r [*r]\n", 1, "alias *r refers to the collection it is in"),
+    "deep nesting": ("  rules: " + "[" * 100 + "]" * 100 + "\n", 1, "nested deeper than 64 levels"),
+    "binary tag": ("  rules:\n  - name: !!binary aGVsbG8=\n", 2, "a value of YAML type bytes is not allowed"),
+    "python tag": ("  rules:\n  - name: !!python/object/apply:os.system [id]\n", 2, "invalid YAML"),
 }
 
 

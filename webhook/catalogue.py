@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
-import yaml
 
 from webhook import schema
 from webhook.parameters import Parameter, ParameterError
@@ -34,9 +33,6 @@ SAMPLE_POD = {"pod.name": "sample", "pod.namespace": "default", "pod.serviceAcco
 APP_STAND_IN = "podpatterns-app-stand-in"
 # Bounds on a file's YAML before it is built into Python objects: aliases can make a small file expand
 # to billions of values ("billion laughs") or refer to themselves, and deep nesting exhausts the stack.
-MAX_DEPTH = 64
-MAX_VALUES = 20_000  # values in a file with every alias expanded; the built-ins have a few hundred
-PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
 class CatalogueError(Problems):
@@ -126,7 +122,6 @@ def _unique(entries: list[Entry]) -> dict[str, Entry]:
 
 def load_text(text: str, filename: str) -> list[Entry]:
     try:
-        _bounded(text)
         documents = load_documents(text)
     except SourceError as err:
         raise CatalogueError([Problem(filename, err.line, err.message)]) from None
@@ -143,67 +138,8 @@ def load_text(text: str, filename: str) -> list[Entry]:
     return entries
 
 
-def _bounded(text: str) -> None:
-    """Refuses, from the parser's events alone, YAML whose nesting is deeper than MAX_DEPTH, whose
-    aliases refer to the collection they are in, or that expands to more than MAX_VALUES values."""
-    sizes: dict[str, int] = {}  # anchor -> values under it, aliases expanded
-    open_anchors: set[str] = set()
-    stack: list[list[Any]] = []  # per open collection: [values so far, its anchor]
-    total = 0
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            line = event.start_mark.line + 1
-            if isinstance(event, yaml.CollectionStartEvent):
-                if len(stack) >= MAX_DEPTH:
-                    raise SourceError(line, f"nested deeper than {MAX_DEPTH} levels")
-                stack.append([1, event.anchor])
-                if event.anchor:
-                    open_anchors.add(event.anchor)
-                continue
-            if isinstance(event, yaml.CollectionEndEvent):
-                size, anchor = stack.pop()
-                if anchor:
-                    sizes[anchor] = size
-                    open_anchors.discard(anchor)
-            elif isinstance(event, yaml.AliasEvent):
-                if event.anchor in open_anchors:
-                    raise SourceError(line, f"alias *{event.anchor} refers to the collection it is in")
-                size = sizes.get(event.anchor, 1)  # an unknown anchor is reported by the loader
-                total += size
-            elif isinstance(event, yaml.ScalarEvent):
-                size = 1
-                total += 1
-                if event.anchor:
-                    sizes[event.anchor] = 1
-            else:
-                continue
-            if stack:
-                stack[-1][0] += size
-            if total > MAX_VALUES:
-                raise SourceError(line, f"more than {MAX_VALUES} values once YAML aliases are expanded; "
-                                        "a catalogue entry needs far fewer (is this an alias bomb?)")
-    except yaml.YAMLError:
-        return  # load_documents reports it with its line
-
-
-def _plain(data: Any, path: tuple[Any, ...] = ()) -> None:
-    """Only what JSON can hold: a YAML tag that builds bytes, sets, dates or non-string keys is refused."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if not isinstance(key, str):
-                raise _Invalid(path, f"key {key!r} must be a string (quote it)")
-            _plain(value, path + (key,))
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            _plain(value, path + (i,))
-    elif not isinstance(data, PLAIN_SCALARS):
-        raise _Invalid(path, f"a value of YAML type {type(data).__name__} is not allowed: use a string, number, "
-                             "boolean, list or mapping (quote dates)")
-
-
 def _entry(doc: Document, filename: str) -> Entry:
     data = doc.data
-    _plain(data)
     if not isinstance(data, dict):
         raise _Invalid((), f"a catalogue document must be a {KIND} mapping")
     if data.get("apiVersion") != API_VERSION or data.get("kind") != KIND:

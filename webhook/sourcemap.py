@@ -7,6 +7,10 @@ from typing import Any, Iterable
 
 import yaml
 
+MAX_DEPTH = 64
+MAX_VALUES = 20_000  # values in a file with every alias expanded; the built-ins have a few hundred
+PLAIN_SCALARS = (str, int, float, bool, type(None))
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -56,7 +60,9 @@ class Document:
 
 
 def load_documents(text: str) -> list[Document]:
-    """All non-empty documents of `text`; raises SourceError on bad YAML or a duplicated key."""
+    """All non-empty documents of `text`; raises SourceError on bad YAML, a duplicated key, a value JSON
+    cannot hold, or a file too deep or too big once its aliases are expanded."""
+    _bounded(text)
     loader = yaml.SafeLoader(text)
     docs = []
     try:
@@ -68,6 +74,7 @@ def load_documents(text: str) -> list[Document]:
             data = loader.construct_document(node)
             if data is not None:
                 docs.append(Document(data, node))
+                _plain(docs[-1], data)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         raise SourceError(mark.line + 1 if mark else 0, f"invalid YAML: {err.problem or err}") from None
@@ -76,6 +83,64 @@ def load_documents(text: str) -> list[Document]:
     finally:
         loader.dispose()
     return docs
+
+
+def _bounded(text: str) -> None:
+    """Refuses, from the parser's events alone, YAML whose nesting is deeper than MAX_DEPTH, whose
+    aliases refer to the collection they are in, or that expands to more than MAX_VALUES values."""
+    sizes: dict[str, int] = {}  # anchor -> values under it, aliases expanded
+    open_anchors: set[str] = set()
+    stack: list[list[Any]] = []  # per open collection: [values so far, its anchor]
+    total = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    raise SourceError(line, f"nested deeper than {MAX_DEPTH} levels")
+                stack.append([1, event.anchor])
+                if event.anchor:
+                    open_anchors.add(event.anchor)
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                size, anchor = stack.pop()
+                if anchor:
+                    sizes[anchor] = size
+                    open_anchors.discard(anchor)
+            elif isinstance(event, yaml.AliasEvent):
+                if event.anchor in open_anchors:
+                    raise SourceError(line, f"alias *{event.anchor} refers to the collection it is in")
+                size = sizes.get(event.anchor, 1)  # an unknown anchor is reported by the loader
+                total += size
+            elif isinstance(event, yaml.ScalarEvent):
+                size = 1
+                total += 1
+                if event.anchor:
+                    sizes[event.anchor] = 1
+            else:
+                continue
+            if stack:
+                stack[-1][0] += size
+            if total > MAX_VALUES:
+                raise SourceError(line, f"more than {MAX_VALUES} values once YAML aliases are expanded; "
+                                        "a catalogue entry or a policy needs far fewer (is this an alias bomb?)")
+    except yaml.YAMLError:
+        return  # load_documents reports it with its line
+
+
+def _plain(doc: Document, data: Any, path: tuple[Any, ...] = ()) -> None:
+    """Only what JSON can hold: a YAML tag that builds bytes, sets, dates or non-string keys is refused."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise SourceError(doc.line_of(path), f"key {key!r} must be a string (quote it)")
+            _plain(doc, value, path + (key,))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _plain(doc, value, path + (i,))
+    elif not isinstance(data, PLAIN_SCALARS):
+        raise SourceError(doc.line_of(path), f"a value of YAML type {type(data).__name__} is not allowed: use a "
+                                             "string, number, boolean, list or mapping (quote dates)")
 
 
 def _refuse_duplicate_keys(node: yaml.Node) -> None:
