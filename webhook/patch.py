@@ -50,10 +50,10 @@ def operations(pod: PodView, add: Additions) -> list[Op]:
             for i, container in enumerate(add.native_sidecars):
                 ops.append({"op": "add", "path": f"/spec/initContainers/{i}", "value": container})
     _extend(ops, "/spec/containers", pod.containers, add.containers)
-    for index, env in add.app_env.items():
-        _extend(ops, f"/spec/containers/{index}/env", pod.containers[index].get("env"), env)
-    for index, mounts in add.app_mounts.items():
-        _extend(ops, f"/spec/containers/{index}/volumeMounts", pod.containers[index].get("volumeMounts"), mounts)
+    # One operation or more for every app container: the part of the patch that grows with the Pod.
+    for field, additions in (("env", add.app_env), ("volumeMounts", add.app_mounts)):
+        for index, items in additions.items():
+            _extend(ops, f"/spec/containers/{index}/{field}", pod.containers[index].get(field), items)
     return ops
 
 
@@ -63,4 +63,5 @@ def _extend(ops: list[Op], path: str, current: list[Any] | None, items: list[Any
     if current is None:
         ops.append({"op": "add", "path": path, "value": items})
     else:
-        ops.extend({"op": "add", "path": path + "/-", "value": item} for item in items)
+        path += "/-"
+        ops += [{"op": "add", "path": path, "value": item} for item in items]
