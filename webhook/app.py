@@ -21,7 +21,7 @@ from webhook.namespaces import Namespaces, NotSynced
 
 DEFAULT_MAX_BODY = 3 * 1024 * 1024  # the apiserver's own limit on a request body
 JSON = "application/json"
-JSON_HEADERS = [(b"content-type", JSON.encode())]
+CONTENT_TYPE = (b"content-type", JSON.encode())
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -116,7 +116,9 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def _send(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+    # With a Content-Length uvicorn writes the body as it is; without, it copies it into chunked framing.
+    headers = [CONTENT_TYPE, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
