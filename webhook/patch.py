@@ -51,9 +51,10 @@ def operations(pod: PodView, add: Additions) -> list[Op]:
                 ops.append({"op": "add", "path": f"/spec/initContainers/{i}", "value": container})
     _extend(ops, "/spec/containers", pod.containers, add.containers)
     # One operation or more for every app container: the part of the patch that grows with the Pod.
+    containers = pod.containers
     for field, additions in (("env", add.app_env), ("volumeMounts", add.app_mounts)):
         for index, items in additions.items():
-            _extend(ops, f"/spec/containers/{index}/{field}", pod.containers[index].get(field), items)
+            _extend(ops, f"/spec/containers/{index}/{field}", containers[index].get(field), items)
     return ops
 
 
