@@ -22,7 +22,7 @@ from webhook.template import references, render
 if TYPE_CHECKING:
     from webhook.catalogue import Entry
 
-MAX_RENDERS = 64  # per entry: the distinct parameter combinations a cluster uses at once, with room
+MAX_RENDERS = 256  # per entry: the namespaces and parameter combinations a cluster uses at once; a few KB each
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,10 @@ class Rendered:
 
 
 class RenderCache:
-    """A bounded, least-recently-used map from placeholder values to one entry's Rendered."""
+    """A bounded, least-recently-used map from placeholder values to one entry's Rendered.
+
+    Used from one thread at a time: the server's event loop (requests) or the CLI; a reload builds new
+    entries in its own thread and never touches the served ones' caches."""
 
     def __init__(self, *templates: Any, size: int = MAX_RENDERS):
         self.references = tuple(sorted(set().union(*(references(t) for t in templates))))
