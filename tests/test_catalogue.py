@@ -175,3 +175,54 @@ def test_serve_with_a_catalogue_directory_adds_and_overrides_entries(tmp_path):
         assert metrics["args"] == ["--web.listen-address=:9200", "--log.level=true"]
     finally:
         server.stop()
+
+
+def pod_for(entry: str, annotations: dict[str, str] | None = None, namespace: str = "default") -> dict:
+    return {"metadata": {"name": "p", "namespace": namespace,
+                         "annotations": {"podpatterns.io/inject": entry, **(annotations or {})}},
+            "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}
+
+
+def injected_container(entries: catalogue.Catalogue, pod: dict, settings=None) -> dict:
+    from webhook import engine
+
+    plan = engine.plan(pod, entries, settings or engine.Settings())
+    assert plan.denial is None, plan.denial
+    # The Pod has no init containers: a native sidecar comes as the new list, a regular one is appended.
+    value = next(op["value"] for op in plan.ops if op["path"] in ("/spec/initContainers", "/spec/containers/-"))
+    return value[0] if isinstance(value, list) else value
+
+
+def test_renders_are_kept_per_parameter_values_and_bounded():
+    from webhook import engine, renders
+
+    entries = catalogue.load()
+    log_shipper = entries["log-shipper"]
+    assert log_shipper.renders.references == ("params.endpoint", "params.logDir", "pod.namespace")
+    first = injected_container(entries, pod_for("log-shipper"))
+    assert injected_container(entries, pod_for("log-shipper")) is first  # the same values: one render
+    other = injected_container(entries, pod_for("log-shipper", {"log-shipper.podpatterns.io/logDir": "/logs"}))
+    assert other is not first and "path=/logs/*.log" in other["args"]  # other values: their own render
+    assert injected_container(entries, pod_for("log-shipper", namespace="other")) is not first  # ${pod.namespace}
+    # An entry without ${pod.name} shares its render between Pods of different names.
+    renamed = pod_for("log-shipper")
+    renamed["metadata"]["name"] = "q"
+    assert injected_container(entries, renamed) is first
+    # The lifecycle decided for the cluster is part of the key.
+    regular = injected_container(entries, pod_for("log-shipper"), engine.Settings(native_sidecars=False))
+    assert "restartPolicy" not in regular and first["restartPolicy"] == "Always"
+    for i in range(renders.MAX_RENDERS + 10):
+        injected_container(entries, pod_for("log-shipper", {"log-shipper.podpatterns.io/logDir": f"/logs/{i}"}))
+    assert len(log_shipper.renders) == renders.MAX_RENDERS
+    assert injected_container(entries, pod_for("log-shipper")) is not first  # the oldest went first
+
+
+def test_a_reloaded_catalogue_renders_afresh(tmp_path):
+    folder = write(tmp_path, GOOD)
+    before = catalogue.load([folder])
+    assert injected_container(before, pod_for("metrics-adapter"))["image"] == "prom/statsd-exporter:v0.28.0"
+    write(tmp_path, GOOD.replace("v0.28.0", "v0.29.0"))
+    after = catalogue.load([folder])
+    assert after["metrics-adapter"].renders is not before["metrics-adapter"].renders
+    assert len(after["metrics-adapter"].renders) == 0
+    assert injected_container(after, pod_for("metrics-adapter"))["image"] == "prom/statsd-exporter:v0.29.0"

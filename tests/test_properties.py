@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from tests.helpers import apply
 from webhook import catalogue, engine
 from webhook.keys import AnnotationKeys
+from webhook.pod import read_pod
+from webhook.template import render
 
 CATALOGUE = catalogue.load()
 ENTRIES = ["log-shipper", "json-log-adapter", "db-ambassador"]
@@ -112,3 +114,75 @@ def test_the_engine_answers_anything_without_raising(obj):
     result = engine.plan(obj, CATALOGUE, engine.Settings(), "default")
     assert result.ops == [] or result.denial is None
     assert result.denial is None or result.denial.startswith("the object is not a valid Pod")
+
+
+def reference_app_additions(pod: dict, chosen: list[str], log_dirs: dict[str, str]) -> tuple:
+    """The plan's env and volumeMounts of the app containers, its warnings or its denial, computed the
+    plain way (a dictionary of each container's env and mounts, entry after entry, value by value):
+    what engine's name-set shortcuts must reproduce exactly, down to the order of the operations."""
+    envs = [{e.get("name"): e for e in c.get("env") or ()} for c in pod["spec"]["containers"]]
+    mounts = [{m.get("mountPath"): m for m in c.get("volumeMounts") or ()} for c in pod["spec"]["containers"]]
+    add_env: dict[int, list] = {}
+    add_mounts: dict[int, list] = {}
+    warnings = []
+    for name in chosen:
+        entry = CATALOGUE[name]
+        values = {f"params.{p.name}": p.default for p in entry.parameters.values()} | {
+            "params.upstream": "pg.example.svc:5432", "pod.name": "p", "pod.namespace": "default",
+            "pod.serviceAccountName": "default"}
+        if "params.logDir" in values:
+            values["params.logDir"] = log_dirs[name]
+        for index, container in enumerate(pod["spec"]["containers"]):
+            for var in render(entry.app_env, values):
+                have = envs[index].get(var["name"])
+                if have is None:
+                    envs[index][var["name"]] = var
+                    add_env.setdefault(index, []).append(var)
+                elif have != var:
+                    warnings.append(f"container {container['name']} already sets {var['name']}; {name} kept that value")
+            for mount in render(entry.app_mounts, values):
+                have = mounts[index].get(mount["mountPath"])
+                if have is None:
+                    mounts[index][mount["mountPath"]] = mount
+                    add_mounts.setdefault(index, []).append(mount)
+                elif have != mount:
+                    return None, f"{name}: mount path {mount['mountPath']} in container {container['name']!r} clashes"
+    return (list(add_env.items()), list(add_mounts.items()), warnings), None
+
+
+LOG_DIR = st.sampled_from(["/var/log/app", "/logs"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_app_container_additions_match_the_plain_computation(data):
+    """Containers that already have some of the entries' env names or mount paths (same or other values),
+    and entries that agree or disagree on their log directory: the shortcuts change no result."""
+    chosen = data.draw(st.lists(st.sampled_from(ENTRIES), min_size=1, max_size=3, unique=True))
+    log_dirs = {name: data.draw(LOG_DIR) for name in ("log-shipper", "json-log-adapter")}
+    var = st.builds(lambda n, v: {"name": n, "value": v}, st.sampled_from(["LOG_DIR", "DB_HOST", "DB_PORT", "OTHER"]),
+                    st.sampled_from(["/var/log/app", "/logs", "127.0.0.1", "5432"]))
+    mount = st.builds(lambda v, p: {"name": v, "mountPath": p}, st.sampled_from(["podpatterns-app-logs", "mine"]),
+                      LOG_DIR | st.just("/data"))
+    containers = [{"name": f"c{i}", "image": "example/app:1", "env": data.draw(st.lists(var, max_size=3)),
+                   "volumeMounts": data.draw(st.lists(mount, max_size=2))}
+                  for i in range(data.draw(st.integers(1, 4)))]
+    annotations = {"podpatterns.io/inject": ", ".join(chosen),
+                   "db-ambassador.podpatterns.io/upstream": "pg.example.svc:5432"}
+    annotations.update({f"{name}.podpatterns.io/logDir": log_dirs[name] for name in log_dirs if name in chosen})
+    pod = {"metadata": {"name": "p", "annotations": annotations},
+           "spec": {"containers": containers, "volumes": [{"name": "mine", "emptyDir": {}}]}}
+    expected, denial = reference_app_additions(pod, chosen, log_dirs)
+    view = read_pod(pod, "default")
+    chosen_entries = [(CATALOGUE[name], engine._resolve_parameters(
+        CATALOGUE[name], engine._supplied_parameters(view, CATALOGUE, AnnotationKeys(), set(chosen), set(), []).get(name, {}),
+        AnnotationKeys())) for name in chosen]
+    warnings: list[str] = []
+    try:
+        add = engine._additions(view, chosen_entries, engine.Settings(), warnings)
+    except engine.Denied as err:
+        assert denial is not None and str(err).startswith(denial), (str(err), denial)
+        return
+    assert denial is None, denial
+    app_warnings = [w for w in warnings if w.startswith("container ")]
+    assert (list(add.app_env.items()), list(add.app_mounts.items()), app_warnings) == expected

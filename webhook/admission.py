@@ -6,12 +6,12 @@ is wrong inside it; only a body that is not one at all is refused (BadReview, HT
 
 from __future__ import annotations
 
-import base64
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pybase64
 
 from webhook import engine
 from webhook.configuration import Configuration
@@ -85,7 +85,8 @@ def _allow(uid: str, ops: list[dict[str, Any]] | None = None, warnings: list[str
     response: AdmissionResponse = {"uid": uid, "allowed": True}
     if ops:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(ops)).decode()
+        # pybase64 (SIMD): the stdlib's base64 took ~1 µs per KB of patch, more than building the patch.
+        response["patch"] = pybase64.b64encode_as_string(orjson.dumps(ops))
     if warnings:
         response["warnings"] = warnings
     return _encode(response)

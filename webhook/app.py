@@ -23,7 +23,7 @@ from webhook.namespaces import Namespaces, NotSynced
 
 DEFAULT_MAX_BODY = 3 * 1024 * 1024  # the apiserver's own limit on a request body
 JSON = "application/json"
-JSON_HEADERS = [(b"content-type", JSON.encode())]
+CONTENT_TYPE = (b"content-type", JSON.encode())
 CLOSE = (b"connection", b"close")
 
 Scope = dict[str, Any]
@@ -131,7 +131,8 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def _send(send: Send, status: int, body: bytes, close: bool = False) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body))]  # not chunked: one write, one read
+    # With a Content-Length uvicorn writes the body as it is; without, it copies it into chunked framing.
+    headers = [CONTENT_TYPE, (b"content-length", b"%d" % len(body))]
     if close:
         headers.append(CLOSE)
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -18,6 +18,7 @@ import orjson
 
 from webhook import schema
 from webhook.parameters import Parameter, ParameterError
+from webhook.renders import RenderCache
 from webhook.restricted import container_violations, template_violations, volume_violations
 from webhook.sourcemap import Document, Problem, Problems, SourceError, load_documents
 from webhook.template import TemplateError, compile_tree, render, sequence
@@ -53,6 +54,12 @@ class Entry:
     digest: str
     origin: str
     warnings: tuple[str, ...] = ()
+    # Its renders for the values Pods use (webhook.renders); new with every load, so a reload starts afresh.
+    renders: RenderCache = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.renders is None:
+            object.__setattr__(self, "renders", RenderCache(self.containers, self.volumes, self.app_env, self.app_mounts))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ globals: the HTTP endpoint, the CLI and the tests all call `plan`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from typing import Any, Mapping
 
 import orjson
@@ -20,7 +21,7 @@ from webhook.patch import Additions, Op, operations
 from webhook.pod import CONTAINER_LISTS, PodShapeError, PodView, check_containers, check_resources, read_pod
 from webhook.policy import EMPTY as EMPTY_POLICY
 from webhook.policy import Policy, Rule
-from webhook.template import render
+from webhook.renders import Rendered
 
 MAX_SHOWN = 100  # characters of a user's value repeated in a message
 
@@ -295,17 +296,20 @@ def _additions(
         for p in c.get("ports") or ()
     }
     volumes = {v["name"]: v for v in pod.volumes or ()}
-    app_env = [{e.get("name"): e for e in c.get("env") or ()} for c in pod.containers]
-    app_mounts = [{m.get("mountPath"): m for m in c.get("volumeMounts") or ()} for c in pod.containers]
     pod_values = {
         "pod.name": pod.name,
         "pod.namespace": pod.namespace,
         "pod.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
     }
+    renders = []
     for entry, params in chosen:
         values = {f"params.{name}": value for name, (value, _) in params.items()} | pod_values
         native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
-        for container in render(entry.containers, values):
+        renders.append((entry, entry.renders.get(entry, values, native), native))
+    same_for_all = _same_for_all(pod, [rendered for _, rendered, _ in renders])
+    app = _AppContainers(pod) if same_for_all is None else None
+    for entry, rendered, native in renders:
+        for container in rendered.containers:
             name = container["name"]
             if name in names:
                 raise Denied(f"{entry.name}: its container {name!r} clashes with the container {name!r} in {names[name]}")
@@ -318,40 +322,91 @@ def _additions(
                         f"container {ports[key]!r}, which uses the same port (containers share the Pod's network)"
                     )
                 ports[key] = name
-            if native:
-                add.native_sidecars.append(container | {"restartPolicy": "Always"})
-            else:
-                add.containers.append(container)
-        for volume in render(entry.volumes, values):
+            (add.native_sidecars if native else add.containers).append(container)
+        for volume in rendered.volumes:
             existing = volumes.get(volume["name"])
             if existing is None:
                 volumes[volume["name"]] = volume
                 add.volumes.append(volume)
             elif existing != volume:  # an identical volume is shared, e.g. the log volume of two entries
                 raise Denied(f"{entry.name}: its volume {volume['name']!r} clashes with a different volume of that name")
-        env = render(entry.app_env, values)
-        mounts = render(entry.app_mounts, values)
-        for index, container in enumerate(pod.containers):
-            for var in env:
-                have = app_env[index].get(var["name"])
-                if have is None:
-                    app_env[index][var["name"]] = var
-                    add.app_env.setdefault(index, []).append(var)
-                elif have != var:
-                    warnings.append(f"container {container['name']} already sets {var['name']}; {entry.name} kept that value")
-            for mount in mounts:
-                have = app_mounts[index].get(mount["mountPath"])
-                if have is None:
-                    app_mounts[index][mount["mountPath"]] = mount
-                    add.app_mounts.setdefault(index, []).append(mount)
-                elif have != mount:
-                    raise Denied(
-                        f"{entry.name}: mount path {mount['mountPath']} in container {container['name']!r} clashes "
-                        f"with its mount of volume {have.get('name')!r}; change one of the two paths"
-                    )
+        if app is not None:
+            app.add(entry, rendered, add, warnings)
         if not native and pod.spec.get("restartPolicy", "Always") != "Always":
             warnings.append(
                 f"{entry.name} runs as a regular container: a Pod with restartPolicy "
                 f"{pod.spec.get('restartPolicy')} will not complete while it runs (native sidecars need Kubernetes >= 1.29)"
             )
+    if same_for_all is not None:
+        env, mounts = same_for_all
+        for index in range(len(pod.containers)):
+            if env:
+                add.app_env[index] = list(env)  # a list each: the CLI's YAML would show one shared list as an alias
+            if mounts:
+                add.app_mounts[index] = list(mounts)
     return add
+
+
+def _same_for_all(pod: PodView, renders: list[Rendered]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """The env and volumeMounts every app container gets, in the usual case where they are the same for all:
+    no app container has any of the entries' env var names or mount paths, and the entries agree where
+    they overlap (two log entries mounting the same log directory). None otherwise, where _AppContainers
+    decides container by container, with its warnings and denials."""
+    env: dict[str, dict[str, Any]] = {}
+    mounts: dict[str, dict[str, Any]] = {}
+    for rendered in renders:
+        for var in rendered.app_env:
+            if env.setdefault(var["name"], var) != var:
+                return None
+        for mount in rendered.app_mounts:
+            if mounts.setdefault(mount["mountPath"], mount) != mount:
+                return None
+    env_names, mount_paths = frozenset(env), frozenset(mounts)
+    for container in pod.containers:
+        # map(dict.get, …) reads the names at C speed: this loop is over everything the app containers have.
+        if not env_names.isdisjoint(map(dict.get, container.get("env") or (), repeat("name"))):
+            return None
+        if not mount_paths.isdisjoint(map(dict.get, container.get("volumeMounts") or (), repeat("mountPath"))):
+            return None
+    return list(env.values()), list(mounts.values())
+
+
+class _AppContainers:
+    """Entry after entry, what each app container has: its own env var names and mount paths, and those
+    added so far. Used where the additions are not the same for all (see _same_for_all): a name that is
+    already there keeps its value, with a warning if the entry's differs; a mount path that is already
+    there with another volume is a denial."""
+
+    def __init__(self, pod: PodView):
+        self.containers = pod.containers
+        self.env_names = [{var.get("name") for var in c.get("env") or ()} for c in self.containers]
+        self.mount_paths = [{m.get("mountPath") for m in c.get("volumeMounts") or ()} for c in self.containers]
+
+    def add(self, entry: Entry, rendered: Rendered, add: Additions, warnings: list[str]) -> None:
+        for index, container in enumerate(self.containers):
+            env_names, mount_paths = self.env_names[index], self.mount_paths[index]
+            for var in rendered.app_env:
+                if var["name"] not in env_names:
+                    env_names.add(var["name"])
+                    add.app_env.setdefault(index, []).append(var)
+                elif _existing(container.get("env"), add.app_env.get(index), "name", var["name"]) != var:
+                    warnings.append(f"container {container['name']} already sets {var['name']}; {entry.name} kept that value")
+            for mount in rendered.app_mounts:
+                if mount["mountPath"] not in mount_paths:
+                    mount_paths.add(mount["mountPath"])
+                    add.app_mounts.setdefault(index, []).append(mount)
+                    continue
+                have = _existing(container.get("volumeMounts"), add.app_mounts.get(index), "mountPath", mount["mountPath"])
+                if have != mount:
+                    raise Denied(
+                        f"{entry.name}: mount path {mount['mountPath']} in container {container['name']!r} clashes "
+                        f"with its mount of volume {have.get('name')!r}; change one of the two paths"
+                    )
+
+
+def _existing(own: list[dict[str, Any]] | None, added: list[dict[str, Any]] | None, key: str, value: str) -> dict[str, Any]:
+    """The item a container has under `key` = `value`: an added one, else the last of its own."""
+    for item in chain(reversed(added or ()), reversed(own or ())):
+        if item.get(key) == value:
+            return item
+    raise AssertionError(f"no {key} {value!r}")  # the caller saw it in the names

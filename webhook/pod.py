@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+STRING_OR_ABSENT = {str, type(None)}
 
 
 class PodShapeError(ValueError):
@@ -55,38 +56,41 @@ def _named_list(value: Any, where: str) -> list[dict[str, Any]] | None:
     return value
 
 
-def _list_of_objects(container: dict[str, Any], field: str, where: str) -> list[dict[str, Any]]:
-    items = container.get(field)
-    if items is None:
-        return []
-    if type(items) is not list or not all(type(i) is dict for i in items):
-        raise PodShapeError(f"{where}.{field} must be a list of objects")
-    return items
+def _list_of_objects(items: Any) -> bool:
+    # The types of the items compared as a set (map at C speed): these lists are most of a big Pod.
+    return items is None or (type(items) is list and {*map(type, items)} <= {dict})
 
 
-def _optional_strings(items: list[dict[str, Any]], fields: tuple[str, ...], where: str) -> None:
-    """The engine keys dictionaries by these fields: each must be a string where it is present."""
-    for j, item in enumerate(items):
-        for field in fields:
-            if item.get(field) is not None and type(item[field]) is not str:
-                raise PodShapeError(f"{where}[{j}].{field} must be a string, got {_kind(item[field])}")
+def _optional_strings(items: list[dict[str, Any]], field: str, kind: str, index: int, listed: str) -> None:
+    """The engine keys dictionaries by this field of spec.KIND[INDEX].LISTED[]: it must be a string where
+    it is present."""
+    if {type(item.get(field)) for item in items} <= STRING_OR_ABSENT:
+        return
+    j, value = next((j, item[field]) for j, item in enumerate(items) if type(item.get(field)) not in STRING_OR_ABSENT)
+    raise PodShapeError(f"spec.{kind}[{index}].{listed}[{j}].{field} must be a string, got {_kind(value)}")
 
 
 def check_containers(pod: PodView) -> None:
     """Checks the container fields injection reads: ports of regular and init containers, env and
-    volumeMounts of the app containers. Only Pods that get something injected pay for it."""
+    volumeMounts of the app containers. Only Pods that get something injected pay for it, and it is
+    one of the few parts of a plan that grows with the Pod: messages are formatted only on failure."""
     for kind in ("containers", "initContainers"):
         for i, container in enumerate(pod.lists[kind] or ()):
-            where = f"spec.{kind}[{i}]"
-            ports = _list_of_objects(container, "ports", where)
-            for j, port in enumerate(ports):
+            ports = container.get("ports")
+            if not _list_of_objects(ports):
+                raise PodShapeError(f"spec.{kind}[{i}].ports must be a list of objects")
+            for j, port in enumerate(ports or ()):
                 if type(port.get("containerPort")) is not int:
-                    raise PodShapeError(f"{where}.ports[{j}].containerPort must be an integer")
-            _optional_strings(ports, ("protocol",), f"{where}.ports")
+                    raise PodShapeError(f"spec.{kind}[{i}].ports[{j}].containerPort must be an integer")
+            if ports:
+                _optional_strings(ports, "protocol", kind, i, "ports")
             if kind == "containers":
-                _optional_strings(_list_of_objects(container, "env", where), ("name",), f"{where}.env")
-                _optional_strings(_list_of_objects(container, "volumeMounts", where), ("mountPath",),
-                                  f"{where}.volumeMounts")
+                for field, key in (("env", "name"), ("volumeMounts", "mountPath")):
+                    items = container.get(field)
+                    if not _list_of_objects(items):
+                        raise PodShapeError(f"spec.{kind}[{i}].{field} must be a list of objects")
+                    if items:
+                        _optional_strings(items, key, kind, i, field)
 
 
 def check_resources(pod: PodView) -> None:

@@ -50,7 +50,8 @@ def render(node: Any, values: dict[str, Any]) -> Any:
 
     Only the paths that lead to a placeholder are rebuilt; subtrees without one are returned as they
     are, shared between renders, so the result must be treated as read-only (serialize it, or copy it
-    before editing). This is the request path's main cost, and most of a template is constant.
+    before editing). Most of a template is constant; the engine renders through webhook.renders,
+    which keeps the results per parameter values.
     """
     kind = type(node)
     if kind is DynamicDict:
@@ -60,6 +61,18 @@ def render(node: Any, values: dict[str, Any]) -> Any:
     if kind is Interpolation:
         return node.render(values)
     return node
+
+
+def references(node: Any) -> set[str]:
+    """The placeholders (`params.port`, `pod.name`…) a compiled tree uses."""
+    kind = type(node)
+    if kind is DynamicDict:
+        return set().union(*(references(value) for value in node.values()))
+    if kind is DynamicList:
+        return set().union(*(references(value) for value in node))
+    if kind is Interpolation:
+        return {text for is_ref, text in node.parts if is_ref}
+    return set()
 
 
 def compile_tree(
