@@ -62,6 +62,8 @@ BROKEN = [
      "expected apiVersion: podpatterns.io/v1alpha1 and kind: PatternTemplate"),
     ("restart-policy", GOOD.replace("    image: prom", "    restartPolicy: Always\n    image: prom"), 14,
      "set spec.lifecycle instead of a container restartPolicy"),
+    ("optional-without-default", GOOD.replace("type: boolean, default: false", "type: boolean"), 15,
+     "${params.verbose}: parameter verbose is optional without a default; give it a default or make it required"),
 ]
 
 

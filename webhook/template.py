@@ -139,7 +139,13 @@ def _an(word: str) -> str:
 
 def _reference(ref: str, parameters: dict[str, Parameter], path: tuple[Any, ...]) -> str:
     scope, _, name = ref.partition(".")
-    if (scope == "params" and name in parameters) or (scope == "pod" and name in POD_FIELDS):
+    if scope == "params" and name in parameters:
+        if not parameters[name].required and parameters[name].default is None:
+            # Otherwise a Pod that leaves it out would leave a hole in the rendered container.
+            raise TemplateError(path, f"${{{ref}}}: parameter {name} is optional without a default; give it a "
+                                      "default or make it required")
+        return ref
+    if scope == "pod" and name in POD_FIELDS:
         return ref
     known = [f"params.{p}" for p in parameters] + [f"pod.{f}" for f in POD_FIELDS]
     raise TemplateError(path, f"unknown placeholder ${{{ref}}}; known: {', '.join(known)}")
