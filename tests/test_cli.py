@@ -134,3 +134,15 @@ def test_certs_generate_for_an_in_cluster_service(tmp_path):
     assert (tmp_path / "out" / "tls.key").stat().st_mode & 0o077 == 0
     again = run("certs", "cabundle", "--ca", str(tmp_path / "out" / "ca.crt"))
     assert again.stdout == done.stdout
+
+
+def test_inject_writes_values_shared_by_app_containers_in_full_without_yaml_aliases():
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "web", "annotations": {"podpatterns.io/inject": "db-ambassador",
+                                                       "db-ambassador.podpatterns.io/upstream": "pg:5432"}},
+           "spec": {"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "nginx"}]}}
+    done = run("inject", "-f", "-", stdin=yaml.safe_dump(pod))
+    assert done.returncode == 0, done.stderr
+    assert "&id" not in done.stdout and "*id" not in done.stdout
+    a, b = yaml.safe_load(done.stdout)["spec"]["containers"][:2]
+    assert a["env"] == b["env"] and {"name": "DB_HOST", "value": "127.0.0.1"} in a["env"]

@@ -187,8 +187,15 @@ def _inject(args: argparse.Namespace) -> int:
         for r in denied:
             print(f"podpatterns: {r.target.label}: denied: {r.plan.denial}", file=sys.stderr)
         return 1
-    yaml.safe_dump_all([r.doc for r in results], sys.stdout, sort_keys=False)
+    yaml.dump_all([r.doc for r in results], sys.stdout, Dumper=_PlainDumper, sort_keys=False)
     return 0
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value shared by two containers (the same env list, rendered once) twice, not as &id001/*id001."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
 
 
 def _explain(args: argparse.Namespace) -> int:
