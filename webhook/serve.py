@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                      ready=(lambda: cache.synced) if cache is not None else None)
     if cache is not None:
         cache.start()  # /readyz answers 503 until its first list has arrived
-    config = uvicorn_config(app, args.host, args.port, certfile, keyfile, Limits.of(args))
+    limits = Limits.of(args)
+    config = uvicorn_config(app, args.host, args.port, certfile, keyfile, limits)
     reloader = CertificateReloader(config.ssl, certfile, keyfile)
     reloader.start()
     watcher = None
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if certificates.secret is not None:
         certificates.secret.run(args.cert_check_seconds)
     server = DrainingServer(config, app.drain, args.drain_seconds)
-    health = _health_server(app, args) if args.health_port else None
+    health = _health_server(app, args.host, args.health_port, limits) if args.health_port else None
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(_serve(server, health))
     for service in (cache, reloader, watcher, certificates.secret):
@@ -128,12 +129,12 @@ class _Beside(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def _health_server(app: Webhook, args: argparse.Namespace) -> uvicorn.Server:
+def _health_server(app: Webhook, host: str, port: int, limits: Limits) -> uvicorn.Server:
     """/healthz, /readyz and /metrics in plain HTTP on their own port, for probes and scrapers without TLS;
     /mutate is never served there."""
-    config = uvicorn.Config(app.api, host=args.host, port=args.health_port, loop="uvloop", lifespan="off",
-                            http=protocol.guarded_protocol(args.read_timeout_seconds, args.max_head_bytes),
-                            timeout_keep_alive=args.idle_timeout_seconds, access_log=False, log_config=None,
+    config = uvicorn.Config(app.api, host=host, port=port, loop="uvloop", lifespan="off",
+                            http=protocol.guarded_protocol(limits.read_timeout, limits.max_head_bytes),
+                            timeout_keep_alive=limits.idle_timeout, access_log=False, log_config=None,
                             server_header=False)
     return _Beside(config)
 
