@@ -77,6 +77,7 @@ class Served:
         return None
 
     def log(self) -> str:
+        """The server's stderr, read once after it has stopped."""
         return self.process.process.stderr.read().decode() if self.process.process.stderr else ""
 
 
