@@ -17,14 +17,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 SHELL ["/bin/sh", "-eu", "-c"]
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.txt ./requirements/
 COPY webhook ./webhook
-# Dependencies come only as published wheels (--only-binary): nothing is compiled, so no compiler
-# is needed in either stage. The project's own wheel is pure Python. The venv is then installed
-# from the local wheel directory alone (--no-index), and pip/setuptools are removed from it.
+# Dependencies are exactly requirements/runtime.txt, each checked against its hashes, and come only as
+# published wheels (--only-binary): nothing is compiled, so no compiler is needed in either stage. The
+# project's own wheel is pure Python and brings no dependency of its own (--no-deps). pip/setuptools
+# are then removed from the venv.
 RUN python3 -m venv /opt/podpatterns \
+ && /opt/podpatterns/bin/python -m pip install --no-cache-dir --only-binary=:all: --require-hashes -r requirements/runtime.txt \
  && /opt/podpatterns/bin/python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && /opt/podpatterns/bin/python -m pip wheel --no-cache-dir --only-binary=:all: --wheel-dir /wheels /wheels/podpatterns-*.whl \
- && /opt/podpatterns/bin/python -m pip install --no-cache-dir --no-index --find-links /wheels /wheels/podpatterns-*.whl \
+ && /opt/podpatterns/bin/python -m pip install --no-cache-dir --no-index --no-deps /wheels/podpatterns-*.whl \
+ && /opt/podpatterns/bin/python -m pip check \
  && /opt/podpatterns/bin/python -m pip uninstall --yes pip setuptools
 # Two packages carry far more than podpatterns reads; both cuts are checked before the stage ends:
 # - kubernetes-validate bundles ~100 MB of schemas, one set per Kubernetes release; webhook/schema.py

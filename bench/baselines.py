@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import uvicorn
 
-from webhook.serve import uvicorn_config
+from webhook.server.serve import uvicorn_config
 
 CONSTANT = orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                          "response": {"uid": "00000000-0000-0000-0000-000000000000", "allowed": True}})

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "admission-reviews"
+FIXTURES = ROOT / "tests" / "fixtures" / "admission-reviews"
 SIZES = {"5KB": 5 * 1024, "64KB": 64 * 1024, "256KB": 256 * 1024}
 ONE = {"podpatterns.io/inject": "log-shipper"}
 ALL_THREE = {"podpatterns.io/inject": "log-shipper, json-log-adapter, db-ambassador",

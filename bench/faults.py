@@ -31,7 +31,7 @@ import httpx
 from bench import corpus
 from bench.run import Load, Process, free_port, hey
 
-BUILTIN = Path(__file__).resolve().parent.parent / "webhook" / "builtin"
+BUILTIN = Path(__file__).resolve().parent.parent / "webhook" / "catalog" / "builtin"
 
 
 class Bench:

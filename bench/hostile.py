@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "admission-reviews"
+FIXTURES = ROOT / "tests" / "fixtures" / "admission-reviews"
 MAX_BODY = 3 * 1024 * 1024  # the server's default --max-body-bytes
 ENTRIES = ("log-shipper", "json-log-adapter", "db-ambassador")
 PARAMETERS = {"log-shipper": ("endpoint", "logDir"), "json-log-adapter": ("logDir", "timeKey"),
@@ -46,7 +46,7 @@ class Case:
     body: bytes
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": JSON_TYPE})
     # False for a header value that HTTP forbids (a DEL character): the HTTP parser refuses such a request
-    # before the application sees it (webhook/protocol.py answers it with a JSON 400 all the same).
+    # before the application sees it (webhook/server/protocol.py answers it with a JSON 400 all the same).
     valid_http: bool = True
 
 

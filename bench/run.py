@@ -137,9 +137,11 @@ class InProcess:
 def in_process(bodies: dict[str, bytes], repeat: float) -> dict[str, InProcess]:
     import orjson
 
-    from webhook import admission, catalogue, engine
-    from webhook.configuration import Configuration
-    from webhook.engine import Settings
+    from webhook.catalog import catalogue
+    from webhook.core import engine
+    from webhook.core.configuration import Configuration
+    from webhook.core.engine import Settings
+    from webhook.server import admission
 
     configuration = Configuration(catalogue.load(), Settings())
     times = {}

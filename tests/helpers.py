@@ -23,7 +23,7 @@ import kubernetes_validate
 from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "admission-reviews"
+FIXTURES = ROOT / "tests" / "fixtures" / "admission-reviews"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SCHEMA_VERSIONS = ("1.30", "1.36")
 

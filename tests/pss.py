@@ -2,7 +2,7 @@
 
 Written from the standard's own text (kubernetes.io/docs/concepts/security/pod-security-standards),
 control by control, for a whole Pod: pod-level fields and every container of `containers`,
-`initContainers` and `ephemeralContainers`. It shares nothing with webhook/restricted.py, which the
+`initContainers` and `ephemeralContainers`. It shares nothing with webhook/catalog/restricted.py, which the
 tests cross-check against it. `violations(pod)` lists "control: field: value" for each breach.
 """
 

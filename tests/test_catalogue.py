@@ -7,9 +7,17 @@ import textwrap
 
 import pytest
 
-from tests.helpers import Server, apply, assert_valid_pod, ops_of, podpatterns_command, review_with
-from webhook import catalogue, cli
-from webhook.restricted import container_violations, volume_violations
+from tests.helpers import (
+    Server,
+    apply,
+    assert_valid_pod,
+    ops_of,
+    podpatterns_command,
+    review_with,
+)
+from webhook.catalog import catalogue
+from webhook.catalog.restricted import container_violations, volume_violations
+from webhook.cli import commands as cli
 
 GOOD = """\
 apiVersion: podpatterns.io/v1alpha1
@@ -186,7 +194,7 @@ def pod_for(entry: str, annotations: dict[str, str] | None = None, namespace: st
 
 
 def injected_container(entries: catalogue.Catalogue, pod: dict, settings=None) -> dict:
-    from webhook import engine
+    from webhook.core import engine
 
     plan = engine.plan(pod, entries, settings or engine.Settings())
     assert plan.denial is None, plan.denial
@@ -196,7 +204,7 @@ def injected_container(entries: catalogue.Catalogue, pod: dict, settings=None) -
 
 
 def test_renders_are_kept_per_parameter_values_and_bounded():
-    from webhook import engine, renders
+    from webhook.core import engine, renders
 
     entries = catalogue.load()
     log_shipper = entries["log-shipper"]

@@ -19,9 +19,16 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.helpers import Server, free_port, podpatterns_command
 from tests.kubeapi import KubeApi
-from webhook import certs, kubeclient
-from webhook.certsecret import CertificateSecret, Lifetimes, Material, StartError, Target
-from webhook.webhookconfig import mutating_webhook_configuration
+from webhook import certs
+from webhook.cluster import kubeclient
+from webhook.cluster.certsecret import (
+    CertificateSecret,
+    Lifetimes,
+    Material,
+    StartError,
+    Target,
+)
+from webhook.cluster.webhookconfig import mutating_webhook_configuration
 
 NS, SECRET, SERVICE, CONFIG = "podpatterns", "podpatterns-tls", "podpatterns", "podpatterns"
 SECRET_PATH = f"/api/v1/namespaces/{NS}/secrets/{SECRET}"

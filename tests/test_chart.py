@@ -12,7 +12,7 @@ import yaml
 
 from tests import tools
 from tests.helpers import ROOT, podpatterns_command
-from webhook import restricted
+from webhook.catalog import restricted
 
 CHART = ROOT / "charts" / "podpatterns"
 NAMESPACE = "platform"
@@ -275,8 +275,8 @@ _example_entry().replace("name: tailer", "name: tailer-two")),
     # Every chart setting is a flag the server takes (the chart server test runs them for real).
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(find(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]["settings.yaml"])
-    from webhook.cli import _parser
-    from webhook.settingsfile import flags
+    from webhook.cli.commands import _parser
+    from webhook.cli.settingsfile import flags
     parser = _parser()
     parsed = parser.parse_args(["serve", *flags(str(settings_file), parser.serve_parser)])
     assert (parsed.drain_seconds, parsed.idle_timeout_seconds, parsed.health_port) == (5, 120, None)

@@ -19,9 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from tests.helpers import ROOT, apply, assert_valid_pod, free_port, ops_of, podpatterns_command, review
+from tests.helpers import (
+    ROOT,
+    apply,
+    assert_valid_pod,
+    free_port,
+    ops_of,
+    podpatterns_command,
+    review,
+)
 from tests.kubeapi import KubeApi
 from tests.test_chart import FULLNAME, NAMESPACE, SCENARIOS, find, render
 

@@ -10,7 +10,7 @@ import yaml
 from cryptography import x509
 
 from tests.helpers import assert_valid_pod, podpatterns_command
-from webhook import cli
+from webhook.cli import commands as cli
 
 POD_SPEC = {"containers": [{"name": "app", "image": "example/app:1"}]}
 ANNOTATIONS = {"podpatterns.io/inject": "log-shipper"}

@@ -27,7 +27,15 @@ from hypothesis.control import currently_in_test_context
 
 from bench import hostile
 from bench.fuzz import classify
-from tests.helpers import ROOT, SCHEMA_VERSIONS, Server, assert_valid_pod, pod_schema, review, review_with
+from tests.helpers import (
+    ROOT,
+    SCHEMA_VERSIONS,
+    Server,
+    assert_valid_pod,
+    pod_schema,
+    review,
+    review_with,
+)
 
 API_VERSION = "admission.k8s.io/v1"
 RANDOMS = st.randoms(use_true_random=False)

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from tests.helpers import GOLDEN, assert_valid_pod
-from webhook import cli, workloads
+from webhook.cli import commands as cli
+from webhook.cli import workloads
 
 EXTRA_ARGS = {"regular-lifecycle": ["--kube-version", "1.28"]}
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))

@@ -8,7 +8,14 @@ import json
 import httpx
 import pytest
 
-from tests.helpers import all_reviews, apply, assert_valid_pod, ops_of, review, review_with
+from tests.helpers import (
+    all_reviews,
+    apply,
+    assert_valid_pod,
+    ops_of,
+    review,
+    review_with,
+)
 
 # What each recorded review must get: (patched?, entries expected in the status annotation)
 EXPECTED = {

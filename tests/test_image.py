@@ -80,10 +80,11 @@ def test_dockerfile_shape():
         assert stage[0][1].split()[0] == "${BASE_IMAGE}", f"{stage[0]} does not start from ${{BASE_IMAGE}}"
     assert re.fullmatch(r"\$\{BASE_IMAGE\} AS build", build[0][1], re.I)
 
-    # Dependencies come from wheels only: built in the first stage, installed with no index.
+    # Dependencies are exactly the hashed lock, from published wheels only; the project's own wheel is
+    # built in the first stage and installed with no index and no dependency of its own.
     build_runs = " ".join(rest for keyword, rest in build if keyword == "RUN")
-    assert "pip wheel" in build_runs and "--only-binary=:all:" in build_runs
-    assert re.search(r"pip install [^&]*--no-index [^&]*--find-links /wheels", build_runs)
+    assert re.search(r"pip install [^&]*--only-binary=:all: [^&]*--require-hashes -r requirements/runtime.txt", build_runs)
+    assert re.search(r"pip install [^&]*--no-index [^&]*--no-deps /wheels/podpatterns-", build_runs)
 
     # The final stage: the venv copied in, nothing built or installed, a numeric non-root user.
     assert [k for k, _ in final].count("RUN") == 0, "the final stage runs nothing: no package manager, no compiler"
@@ -105,7 +106,7 @@ def test_dockerignore_keeps_the_context_small():
                 if line.strip() and not line.startswith("#")}
     for needed in (".git", "certs", "bench", "tests", ".cache", "**/__pycache__", "*.egg-info", ".venv"):
         assert needed in patterns, f".dockerignore does not exclude {needed}"
-    for kept in ("pyproject.toml", "README.md", "webhook"):
+    for kept in ("pyproject.toml", "README.md", "requirements", "webhook"):
         assert not any(p.lstrip("/").split("/")[0] in (kept, "*") for p in patterns), f".dockerignore drops {kept}"
 
 
@@ -249,7 +250,7 @@ def test_image_filesystem(rootfs):
     assert len(schemas) == 2 and schemas[1] == schemas[0] + "-strict", schemas
     assert not (site / "kubernetes" / "aio").exists()
     # Bytecode was compiled at install time, since the read-only root will not take any at run time.
-    assert list((site / "webhook" / "__pycache__").glob("serve.*.pyc"))
+    assert list((site / "webhook" / "server" / "__pycache__").glob("serve.*.pyc"))
 
 
 @pytest.mark.image
@@ -309,7 +310,7 @@ def test_catalog_validate_in_image(rootfs, config, tmp_path):
     good, bad = tmp / "good", tmp / "bad"
     good.mkdir()
     bad.mkdir()
-    entry = yaml.safe_load((ROOT / "webhook" / "builtin" / "log-shipper.yaml").read_text())
+    entry = yaml.safe_load((ROOT / "webhook" / "catalog" / "builtin" / "log-shipper.yaml").read_text())
     entry["metadata"]["name"] = "my-shipper"
     (good / "my-shipper.yaml").write_text(yaml.safe_dump(entry))
     entry["spec"]["containers"][0]["imagePullPolciy"] = "Always"

@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import Server, apply, assert_valid_pod, ops_of, review_with
 from tests.kubeapi import KubeApi
-from webhook import kubeversion
+from webhook.cluster import kubeversion
 
 
 def version(minor: str, git: str) -> dict:

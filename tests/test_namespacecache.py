@@ -12,11 +12,18 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.helpers import Server, apply, assert_valid_pod, ops_of, podpatterns_command, review
+from tests.helpers import (
+    Server,
+    apply,
+    assert_valid_pod,
+    ops_of,
+    podpatterns_command,
+    review,
+)
 from tests.kubeapi import KubeApi
-from webhook.engine import NamespaceInfo
-from webhook.namespacecache import Backoff, NamespaceCache
-from webhook.namespaces import NotSynced
+from webhook.cluster.namespacecache import Backoff, NamespaceCache
+from webhook.core.engine import NamespaceInfo
+from webhook.core.namespaces import NotSynced
 
 NAMESPACES = "/api/v1/namespaces"
 POLICY = os.path.join(os.path.dirname(__file__), "policy", "policy.yaml")

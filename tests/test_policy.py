@@ -18,8 +18,15 @@ from unittest import mock
 import pytest
 import yaml
 
-from tests.helpers import Server, apply, assert_valid_pod, ops_of, podpatterns_command, review
-from webhook import cli
+from tests.helpers import (
+    Server,
+    apply,
+    assert_valid_pod,
+    ops_of,
+    podpatterns_command,
+    review,
+)
+from webhook.cli import commands as cli
 
 HERE = Path(__file__).resolve().parent / "policy"
 UNKNOWN_IN_TEST = "namespace test annotation podpatterns.io/inject names unknown entry 'no-such-entry'; ignored"
@@ -170,7 +177,7 @@ BROKEN = {
                                   4, "environment prod: db-ambassador.port"),
     "duplicate key": ("  rules:\n  - name: a\n    maxContainers: 3\n    maxContainers: 4\n", 4, "duplicate key 'maxContainers'"),
     "not YAML": ("  rules: [\n", 2, "invalid YAML"),
-    # The same YAML guards as the catalogue (webhook/sourcemap.py): no alias bombs, tags or deep nesting.
+    # The same YAML guards as the catalogue (webhook/catalog/sourcemap.py): no alias bombs, tags or deep nesting.
     "alias bomb": ("  a: &a [x, x, x, x, x, x, x, x, x, x]\n  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
                    "  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
                    "  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", 5, "more than 20000 values once YAML aliases"),

@@ -9,10 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import apply
-from webhook import catalogue, engine
-from webhook.keys import AnnotationKeys
-from webhook.pod import read_pod
-from webhook.template import render
+from webhook.catalog import catalogue
+from webhook.core import engine
+from webhook.core.keys import AnnotationKeys
+from webhook.core.pod import read_pod
+from webhook.core.template import render
 
 CATALOGUE = catalogue.load()
 ENTRIES = ["log-shipper", "json-log-adapter", "db-ambassador"]

@@ -4,14 +4,17 @@ from tests.helpers import ROOT
 
 
 def test_ci_runs_the_readme_test_command():
-    command = "python3 -m pip install -e '.[test]' && python3 -m pytest"
+    command = "bash tests/run"
     assert f"\n{command}\n" in (ROOT / "README.md").read_text()
     assert f"\n{command}\n" in (ROOT / ".ci" / "run").read_text()
+    # tests/run installs what the suite needs and runs pytest with the locked dependencies.
+    script = (ROOT / "tests" / "run").read_text()
+    assert "--require-hashes -r requirements/test.txt" in script and "exec python3 -m pytest" in script
     assert "\npython3 -m pip install . && podpatterns serve\n" in (ROOT / "README.md").read_text()
 
 
 def test_the_readme_policy_example_is_valid_and_explain_prints_what_it_shows(tmp_path, capsys):
-    from webhook import cli
+    from webhook.cli import commands as cli
 
     text = (ROOT / "README.md").read_text().split("### The policy file", 1)[1]
     policy = tmp_path / "policy.yaml"

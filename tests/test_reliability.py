@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.helpers import Server, free_port, review, review_with
-from webhook.cli import _parser
+from webhook.cli.commands import _parser
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,10 @@ import pytest
 
 from bench.run import Load, parse_hey
 from tests.helpers import Server, apply, assert_valid_pod, ops_of, review_with
-from webhook import catalogue, reload
-from webhook.configuration import Configuration, ConfigurationHolder
-from webhook.engine import Settings
+from webhook.catalog import catalogue
+from webhook.core.configuration import Configuration, ConfigurationHolder
+from webhook.core.engine import Settings
+from webhook.server import reload
 
 pytestmark = pytest.mark.slow
 

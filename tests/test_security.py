@@ -1,6 +1,6 @@
 """Issue 6, "Security": templates cannot execute code or read files, annotation values are data only,
 and injected containers satisfy Pod Security "restricted" (checked by tests/pss.py, written from the
-standard, and cross-checked against webhook/restricted.py).
+standard, and cross-checked against webhook/catalog/restricted.py).
 
 Everything goes through the user's entry points: `podpatterns catalog validate DIR`,
 `podpatterns inject -f FILE --catalog DIR` and `podpatterns serve --catalog DIR` over HTTPS.
@@ -23,8 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import pss
-from tests.helpers import Server, apply, assert_valid_pod, ops_of, podpatterns_command, review_with
-from webhook import cli
+from tests.helpers import (
+    Server,
+    apply,
+    assert_valid_pod,
+    ops_of,
+    podpatterns_command,
+    review_with,
+)
+from webhook.cli import commands as cli
 
 SECURE = {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
           "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}

@@ -6,7 +6,14 @@ import subprocess
 
 import pytest
 
-from tests.helpers import Server, apply, assert_valid_pod, ops_of, podpatterns_command, review_with
+from tests.helpers import (
+    Server,
+    apply,
+    assert_valid_pod,
+    ops_of,
+    podpatterns_command,
+    review_with,
+)
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """`python -m webhook` runs the podpatterns command line."""
 
-from webhook.cli import main
+from webhook.cli.commands import main
 
 raise SystemExit(main())

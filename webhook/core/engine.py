@@ -1,0 +1,419 @@
+"""The injection engine: a pure function from a Pod, its catalogue and settings to a plan.
+
+A plan is the list of JSON-Patch operations plus what was decided for each requested entry and the
+warnings, or a denial that names the annotation, the value and what would be accepted. No I/O, no
+globals: the HTTP endpoint, the CLI and the tests all call `plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import chain, repeat
+from typing import Any, Mapping
+
+import orjson
+
+from webhook.core import limits
+from webhook.core.entries import Catalogue, Entry
+from webhook.core.keys import DEFAULT_CONTAINER, AnnotationKeys
+from webhook.core.parameters import ParameterError
+from webhook.core.patch import Additions, Op, operations
+from webhook.core.pod import (
+    CONTAINER_LISTS,
+    PodShapeError,
+    PodView,
+    check_containers,
+    check_resources,
+    read_pod,
+)
+from webhook.core.renders import Rendered
+from webhook.core.rules import EMPTY as EMPTY_POLICY
+from webhook.core.rules import Policy, Rule
+
+MAX_SHOWN = 100  # characters of a user's value repeated in a message
+
+
+@dataclass(frozen=True)
+class Settings:
+    keys: AnnotationKeys = AnnotationKeys()
+    native_sidecars: bool = True  # the cluster runs Kubernetes >= 1.29 (see webhook.kubeversion)
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    """What the engine knows of the Pod's Namespace (from the namespace cache, or a manifest offline)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    entry: str
+    source: str  # who asked for it, as a phrase: "requested by annotation …", "added by rule … (mandatory)"
+    injected: bool
+    reason: str = ""  # why not, when not injected
+    parameters: dict[str, tuple[Any, str]] = field(default_factory=dict)  # name -> (value, where it came from)
+
+
+@dataclass
+class Plan:
+    ops: list[Op] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    denial: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the policy changed besides injecting, for explain
+
+    @property
+    def injected(self) -> list[str]:
+        return [d.entry for d in self.decisions if d.injected]
+
+
+class Denied(Exception):
+    """A user mistake: the Pod must not be created as it is."""
+
+
+@dataclass
+class _Request:
+    entry: str
+    source: str
+    asked_by: str  # "pod", "namespace" or "rule"
+    mandatory_by: str | None = None  # the first mandatory rule that adds it
+
+
+def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = "", name: str = "",
+         namespace_info: NamespaceInfo | None = None, policy: Policy = EMPTY_POLICY) -> Plan:
+    """`namespace` and `name` stand in when the Pod has none (the request's namespace; a workload's name).
+    Without `namespace_info` the Namespace is taken to have no labels and no annotations."""
+    result = Plan()
+    try:
+        view = read_pod(pod, namespace, name)
+        _plan(view, catalogue, settings, namespace_info or NamespaceInfo(view.namespace), policy, result)
+    except PodShapeError as err:
+        result.ops, result.denial = [], f"the object is not a valid Pod: {err}"
+    except (Denied, limits.LimitDenied) as err:
+        result.ops, result.denial = [], str(err)
+    return result
+
+
+def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: NamespaceInfo, policy: Policy,
+          result: Plan) -> None:
+    keys = settings.keys
+    rules = policy.matching(namespace.labels, pod.labels)
+    requested = _requested(pod, namespace, rules, catalogue, keys, result)
+    records = _status_records(pod, keys)
+    done = {r["entry"] for r in records}
+    supplied = _supplied_parameters(pod, catalogue, keys, {r.entry for r in requested}, done, result.warnings)
+    environment = namespace.labels.get(policy.environment_label)
+    by_environment = policy.environments.get(environment, {}) if environment is not None else {}
+    chosen: list[tuple[Entry, dict[str, tuple[Any, str]]]] = []
+    for request in requested:
+        if request.entry in done:
+            result.decisions.append(Decision(request.entry, request.source, False,
+                                             f"already injected (annotation {keys.status})"))
+            continue
+        entry = catalogue[request.entry]
+        environment_values = {
+            name: (value, f"environment {environment} (namespace label {policy.environment_label})")
+            for name, value in by_environment.get(entry.name, {}).items()
+        }
+        values = _resolve_parameters(entry, environment_values | supplied.get(entry.name, {}), keys)
+        result.decisions.append(Decision(request.entry, request.source, True, parameters=values))
+        chosen.append((entry, values))
+    limits_rule = next((rule for rule in rules if rule.resources is not None), None)
+    cap_rules = [rule for rule in rules if rule.max_containers is not None]
+    if not chosen and limits_rule is None and not cap_rules:
+        return
+    check_containers(pod)
+    additions = _additions(pod, chosen, settings, result.warnings) if chosen else Additions()
+    if cap_rules:
+        limits.check_container_count(pod, additions, min(cap_rules, key=lambda rule: rule.max_containers))
+    if limits_rule is not None:
+        check_resources(pod)
+        warnings, notes = limits.apply(pod, additions, limits_rule)
+        result.warnings += warnings
+        result.notes += notes
+    if chosen:
+        records += [{"entry": e.name, "pattern": e.pattern, "digest": e.digest} for e, _ in chosen]
+        additions.annotations[keys.status] = orjson.dumps(records).decode()
+        if DEFAULT_CONTAINER not in pod.annotations:
+            # Keeps `kubectl logs` and `kubectl exec` on the app, not on an injected container.
+            additions.annotations[DEFAULT_CONTAINER] = pod.containers[0]["name"]
+    result.ops = operations(pod, additions)
+
+
+def _show(value: str) -> str:
+    return repr(value if len(value) <= MAX_SHOWN else value[:MAX_SHOWN] + "…")
+
+
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _requested(pod: PodView, namespace: NamespaceInfo, rules: list[Rule], catalogue: Catalogue,
+               keys: AnnotationKeys, result: Plan) -> list[_Request]:
+    """The entries asked for, in order: the Pod's annotation, the Namespace's annotation, then the policy's
+    rules in file order. An entry asked for twice keeps its first source; a mandatory rule marks it."""
+    requests: dict[str, _Request] = {}
+    value = pod.annotations.get(keys.inject)
+    for name in _names(value or ""):
+        if name not in catalogue:
+            raise Denied(
+                f"annotation {keys.inject}: {_show(value)} names unknown entry {_show(name)}; "
+                f"known entries: {', '.join(catalogue.names())}"
+            )
+        if name in requests:
+            result.warnings.append(f"annotation {keys.inject}: {name} is listed twice; injected once")
+            continue
+        requests[name] = _Request(name, f"requested by annotation {keys.inject}", "pod")
+    namespace_source = f"added by namespace {namespace.name} (annotation {keys.inject})"
+    for name in _names(namespace.annotations.get(keys.inject, "")):
+        if name not in catalogue:
+            # The Pod's author cannot fix the Namespace: say so, and create the Pod.
+            result.warnings.append(f"namespace {namespace.name} annotation {keys.inject} names unknown entry "
+                                   f"{_show(name)}; ignored")
+            continue
+        requests.setdefault(name, _Request(name, namespace_source, "namespace"))
+    for rule in rules:
+        for name in rule.inject:
+            request = requests.setdefault(name, _Request(name, f"added by rule {rule.name}", "rule"))
+            if rule.mandatory and request.mandatory_by is None:
+                request.mandatory_by = rule.name
+                added_here = request.source == f"added by rule {rule.name}"
+                request.source += " (mandatory)" if added_here else f"; mandatory by rule {rule.name}"
+    _check_allowed(requests, rules, namespace, keys)
+    return _without_excluded(requests, pod, catalogue, keys, result)
+
+
+def _check_allowed(requests: dict[str, _Request], rules: list[Rule], namespace: NamespaceInfo,
+                   keys: AnnotationKeys) -> None:
+    # Rules restrict what the Pod and the Namespace ask for; entries the rules add themselves are the
+    # platform team's own choice.
+    for rule in rules:
+        if rule.allowed_entries is None:
+            continue
+        for request in requests.values():
+            if request.asked_by != "rule" and request.entry not in rule.allowed_entries:
+                allowed = ", ".join(sorted(rule.allowed_entries)) or "none"
+                raise Denied(f"{request.entry} ({request.source}) is not allowed in namespace {namespace.name} "
+                             f"by rule {rule.name}; allowed entries: {allowed}")
+
+
+def _without_excluded(requests: dict[str, _Request], pod: PodView, catalogue: Catalogue, keys: AnnotationKeys,
+                      result: Plan) -> list[_Request]:
+    value = pod.annotations.get(keys.exclude)
+    if value is None:
+        return list(requests.values())
+    excluded = set(_names(value))
+    everything = "all" in excluded
+    for name in sorted(excluded - {"all"} - set(catalogue.names())):
+        result.warnings.append(f"annotation {keys.exclude}: there is no catalogue entry {name!r}; ignored")
+    kept = []
+    for request in requests.values():
+        from_pod = request.asked_by == "pod"
+        if from_pod or not (everything or request.entry in excluded):
+            if from_pod and request.entry in excluded:
+                result.warnings.append(f"{request.entry} is both requested by {keys.inject} and excluded by "
+                                       f"{keys.exclude}; the request wins")
+            kept.append(request)
+        elif request.mandatory_by is not None:
+            raise Denied(f"annotation {keys.exclude}: {_show(value)} excludes {request.entry}, which is mandatory "
+                         f"by rule {request.mandatory_by}; remove it from the annotation")
+        else:
+            result.decisions.append(Decision(request.entry, request.source, False,
+                                             f"excluded by annotation {keys.exclude}"))
+    return kept
+
+
+def _status_records(pod: PodView, keys: AnnotationKeys) -> list[dict[str, str]]:
+    text = pod.annotations.get(keys.status)
+    if text is None:
+        return []
+    try:
+        records = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        records = None
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("entry", "pattern", "digest")) for r in records
+    ):
+        raise Denied(
+            f"annotation {keys.status}: {_show(text)} is not a record written by podpatterns "
+            '(a JSON list of {"entry", "pattern", "digest"}); remove the annotation'
+        )
+    # Written back with the new records: only the three fields, so nothing else a user put in (a value
+    # nested deeper than orjson writes, say) comes back out.
+    return [{"entry": r["entry"], "pattern": r["pattern"], "digest": r["digest"]} for r in records]
+
+
+def _supplied_parameters(
+    pod: PodView, catalogue: Catalogue, keys: AnnotationKeys, requested: set[str], done: set[str], warnings: list[str]
+) -> dict[str, dict[str, tuple[Any, str]]]:
+    supplied: dict[str, dict[str, tuple[Any, str]]] = {}
+    for key, text in pod.annotations.items():
+        split = keys.split_parameter(key)
+        if split is None:
+            continue
+        name, param_name = split
+        if name not in catalogue:
+            warnings.append(f"annotation {key}: there is no catalogue entry {name!r}; ignored")
+            continue
+        if name not in requested:
+            warnings.append(f"annotation {key}: {name} is not requested for this Pod; ignored")
+            continue
+        if name in done:
+            continue
+        entry = catalogue[name]
+        param = entry.parameters.get(param_name)
+        if param is None:
+            accepted = ", ".join(entry.parameters) or "none"
+            raise Denied(f"annotation {key}: {name} has no parameter {param_name!r}; its parameters: {accepted}")
+        try:
+            value = param.parse(text)
+        except ParameterError as err:
+            raise Denied(f"annotation {key}: value {_show(text)} is not accepted: {err}") from None
+        supplied.setdefault(name, {})[param_name] = (value, f"annotation {key}")
+    return supplied
+
+
+def _resolve_parameters(entry: Entry, supplied: dict[str, tuple[Any, str]], keys: AnnotationKeys) -> dict[str, tuple[Any, str]]:
+    values: dict[str, tuple[Any, str]] = {}
+    for param in entry.parameters.values():
+        if param.name in supplied:
+            values[param.name] = supplied[param.name]
+        elif param.default is not None:
+            values[param.name] = (param.default, "default")
+        elif param.required:
+            raise Denied(
+                f"{entry.name}: required parameter {param.name} is missing; set annotation "
+                f"{keys.parameter(entry.name, param.name)} to {param.accepted()} ({param.description})"
+            )
+    return values
+
+
+def _additions(
+    pod: PodView, chosen: list[tuple[Entry, dict[str, tuple[Any, str]]]], settings: Settings, warnings: list[str]
+) -> Additions:
+    add = Additions()
+    names = {c["name"]: f"spec.{kind}" for kind in CONTAINER_LISTS for c in pod.lists[kind] or ()}
+    ports = {
+        (p["containerPort"], p.get("protocol", "TCP")): c["name"]
+        for kind in ("containers", "initContainers")
+        for c in pod.lists[kind] or ()
+        for p in c.get("ports") or ()
+    }
+    volumes = {v["name"]: v for v in pod.volumes or ()}
+    pod_values = {
+        "pod.name": pod.name,
+        "pod.namespace": pod.namespace,
+        "pod.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
+    }
+    renders = []
+    for entry, params in chosen:
+        values = {f"params.{name}": value for name, (value, _) in params.items()} | pod_values
+        native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
+        renders.append((entry, entry.renders.get(values, native), native))
+    same_for_all = _same_for_all(pod, [rendered for _, rendered, _ in renders])
+    app = _AppContainers(pod) if same_for_all is None else None
+    for entry, rendered, native in renders:
+        for container in rendered.containers:
+            name = container["name"]
+            if name in names:
+                raise Denied(f"{entry.name}: its container {name!r} clashes with the container {name!r} in {names[name]}")
+            names[name] = f"entry {entry.name}"
+            for port in container.get("ports") or ():
+                key = (port["containerPort"], port.get("protocol", "TCP"))
+                if key in ports:
+                    raise Denied(
+                        f"{entry.name}: port {key[0]}/{key[1]} of its container {name!r} clashes with "
+                        f"container {ports[key]!r}, which uses the same port (containers share the Pod's network)"
+                    )
+                ports[key] = name
+            (add.native_sidecars if native else add.containers).append(container)
+        for volume in rendered.volumes:
+            existing = volumes.get(volume["name"])
+            if existing is None:
+                volumes[volume["name"]] = volume
+                add.volumes.append(volume)
+            elif existing != volume:  # an identical volume is shared, e.g. the log volume of two entries
+                raise Denied(f"{entry.name}: its volume {volume['name']!r} clashes with a different volume of that name")
+        if app is not None:
+            app.add(entry, rendered, add, warnings)
+        if not native and pod.spec.get("restartPolicy", "Always") != "Always":
+            warnings.append(
+                f"{entry.name} runs as a regular container: a Pod with restartPolicy "
+                f"{pod.spec.get('restartPolicy')} will not complete while it runs (native sidecars need Kubernetes >= 1.29)"
+            )
+    if same_for_all is not None:
+        env, mounts = same_for_all
+        for index in range(len(pod.containers)):
+            if env:
+                add.app_env[index] = list(env)  # a list each: the CLI's YAML would show one shared list as an alias
+            if mounts:
+                add.app_mounts[index] = list(mounts)
+    return add
+
+
+def _same_for_all(pod: PodView, renders: list[Rendered]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """The env and volumeMounts every app container gets, in the usual case where they are the same for all:
+    no app container has any of the entries' env var names or mount paths, and the entries agree where
+    they overlap (two log entries mounting the same log directory). None otherwise, where _AppContainers
+    decides container by container, with its warnings and denials."""
+    env: dict[str, dict[str, Any]] = {}
+    mounts: dict[str, dict[str, Any]] = {}
+    for rendered in renders:
+        for var in rendered.app_env:
+            if env.setdefault(var["name"], var) != var:
+                return None
+        for mount in rendered.app_mounts:
+            if mounts.setdefault(mount["mountPath"], mount) != mount:
+                return None
+    env_names, mount_paths = frozenset(env), frozenset(mounts)
+    for container in pod.containers:
+        # map(dict.get, …) reads the names at C speed: this loop is over everything the app containers have.
+        if not env_names.isdisjoint(map(dict.get, container.get("env") or (), repeat("name"))):
+            return None
+        if not mount_paths.isdisjoint(map(dict.get, container.get("volumeMounts") or (), repeat("mountPath"))):
+            return None
+    return list(env.values()), list(mounts.values())
+
+
+class _AppContainers:
+    """Entry after entry, what each app container has: its own env var names and mount paths, and those
+    added so far. Used where the additions are not the same for all (see _same_for_all): a name that is
+    already there keeps its value, with a warning if the entry's differs; a mount path that is already
+    there with another volume is a denial."""
+
+    def __init__(self, pod: PodView):
+        self.containers = pod.containers
+        self.env_names = [{var.get("name") for var in c.get("env") or ()} for c in self.containers]
+        self.mount_paths = [{m.get("mountPath") for m in c.get("volumeMounts") or ()} for c in self.containers]
+
+    def add(self, entry: Entry, rendered: Rendered, add: Additions, warnings: list[str]) -> None:
+        for index, container in enumerate(self.containers):
+            env_names, mount_paths = self.env_names[index], self.mount_paths[index]
+            for var in rendered.app_env:
+                if var["name"] not in env_names:
+                    env_names.add(var["name"])
+                    add.app_env.setdefault(index, []).append(var)
+                elif _existing(container.get("env"), add.app_env.get(index), "name", var["name"]) != var:
+                    warnings.append(f"container {container['name']} already sets {var['name']}; {entry.name} kept that value")
+            for mount in rendered.app_mounts:
+                if mount["mountPath"] not in mount_paths:
+                    mount_paths.add(mount["mountPath"])
+                    add.app_mounts.setdefault(index, []).append(mount)
+                    continue
+                have = _existing(container.get("volumeMounts"), add.app_mounts.get(index), "mountPath", mount["mountPath"])
+                if have != mount:
+                    raise Denied(
+                        f"{entry.name}: mount path {mount['mountPath']} in container {container['name']!r} clashes "
+                        f"with its mount of volume {have.get('name')!r}; change one of the two paths"
+                    )
+
+
+def _existing(own: list[dict[str, Any]] | None, added: list[dict[str, Any]] | None, key: str, value: str) -> dict[str, Any]:
+    """The item a container has under `key` = `value`: an added one, else the last of its own."""
+    for item in chain(reversed(added or ()), reversed(own or ())):
+        if item.get(key) == value:
+            return item
+    raise AssertionError(f"no {key} {value!r}")  # the caller saw it in the names

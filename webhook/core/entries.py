@@ -1,0 +1,48 @@
+"""Catalogue entries as the engine reads them: an entry's compiled templates and typed parameters.
+
+The catalog layer builds them from PatternTemplate documents (webhook.catalog.catalogue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.core.parameters import Parameter
+from webhook.core.renders import RenderCache
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    pattern: str
+    description: str
+    parameters: dict[str, Parameter]
+    containers: list[Any]  # compiled templates (see webhook.core.template)
+    volumes: list[Any]
+    app_env: list[Any]
+    app_mounts: list[Any]
+    lifecycle: str
+    digest: str
+    origin: str
+    warnings: tuple[str, ...] = ()
+    # Its renders for the values Pods use (webhook.core.renders); new with every load, so a reload starts afresh.
+    renders: RenderCache = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.renders is None:
+            object.__setattr__(self, "renders", RenderCache(self.containers, self.volumes, self.app_env, self.app_mounts))
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def __getitem__(self, name: str) -> Entry:
+        return self.entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)

@@ -1,0 +1,63 @@
+"""Rendered catalogue entries, kept per entry for the placeholder values Pods actually use.
+
+Rendering the templates was the largest cost of a request for a small Pod, and a cluster repeats a
+handful of parameter combinations (its namespaces, its environments). So each entry keeps its last
+renders, keyed by the values of the placeholders *it uses* (a Pod's name is part of the key only for
+an entry that says `${pod.name}`) and by its lifecycle as decided for this cluster. The key never holds
+anything else of the request. The cache belongs to the Entry, so a reloaded catalogue starts empty.
+
+Renders are shared between requests: like `template.render`'s results they are read-only (the
+encoder serializes them; the CLI deep-copies before applying a patch; limits.apply copies a container
+before setting its resources).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.core.template import references, render
+
+MAX_RENDERS = 256  # per entry: the namespaces and parameter combinations a cluster uses at once; a few KB each
+
+
+@dataclass(frozen=True)
+class Rendered:
+    containers: list[dict[str, Any]]  # as injected: with restartPolicy Always when they run as native sidecars
+    volumes: list[dict[str, Any]]
+    app_env: list[dict[str, Any]]
+    app_mounts: list[dict[str, Any]]
+
+
+class RenderCache:
+    """A bounded, least-recently-used map from placeholder values to one entry's Rendered.
+
+    Used from one thread at a time: the server's event loop (requests) or the CLI; a reload builds new
+    entries in its own thread and never touches the served ones' caches."""
+
+    def __init__(self, containers: Any, volumes: Any, app_env: Any, app_mounts: Any, size: int = MAX_RENDERS):
+        self.templates = (containers, volumes, app_env, app_mounts)
+        self.references = tuple(sorted(set().union(*(references(t) for t in self.templates))))
+        self.size = size
+        self._renders: OrderedDict[tuple[Any, ...], Rendered] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._renders)
+
+    def get(self, values: dict[str, Any], native: bool) -> Rendered:
+        key = (native, *(values[ref] for ref in self.references))
+        found = self._renders.get(key)
+        if found is not None:
+            self._renders.move_to_end(key)
+            return found
+        found = self._renders[key] = self._render(values, native)
+        if len(self._renders) > self.size:
+            self._renders.popitem(last=False)
+        return found
+
+    def _render(self, values: dict[str, Any], native: bool) -> Rendered:
+        containers, volumes, app_env, app_mounts = (render(t, values) for t in self.templates)
+        if native:
+            containers = [container | {"restartPolicy": "Always"} for container in containers]
+        return Rendered(containers, volumes, app_env, app_mounts)

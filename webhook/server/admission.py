@@ -1,0 +1,104 @@
+"""The AdmissionReview envelope: decode a request body, ask the engine, encode the response.
+
+Everything that is an AdmissionReview gets an AdmissionReview back with the request's uid, whatever
+is wrong inside it; only a body that is not one at all is refused (BadReview, HTTP 400).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pybase64
+
+from webhook.core import engine
+from webhook.core.configuration import Configuration
+from webhook.core.namespaces import Namespaces, NotSynced
+from webhook.logs import event
+from webhook.server.wire import API_VERSION, AdmissionResponse
+
+
+class BadReview(ValueError):
+    """The body is not an AdmissionReview v1 request."""
+
+
+@dataclass
+class Answer:
+    body: bytes
+    outcome: str  # one of webhook.metrics.OUTCOMES
+    injected: list[str] = field(default_factory=list)
+
+
+def review(body: bytes, configuration: Configuration, namespaces: Namespaces | None = None) -> Answer:
+    """Raises BadReview, and NotSynced while the Namespaces were never read (the caller answers 503)."""
+    request = _decode(body)
+    uid = request["uid"]
+    try:
+        return answer(request, configuration, namespaces)
+    except NotSynced:
+        raise
+    except Exception:  # a bug must still answer the apiserver, and deny rather than skip injection
+        event(logging.ERROR, "internal error while answering a review", uid=uid, exc_info=True)
+        return Answer(_deny(uid, 500, "podpatterns internal error; the webhook's log has the details"), "error")
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise BadReview(f"body is not valid JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise BadReview(f"body must be a JSON object (an AdmissionReview), got a JSON {type(doc).__name__}")
+    if doc.get("kind") != "AdmissionReview" or doc.get("apiVersion") != API_VERSION:
+        raise BadReview(f"body must be an AdmissionReview with apiVersion {API_VERSION}")
+    request = doc.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("AdmissionReview has no request object")
+    if not isinstance(request.get("uid"), str) or not request["uid"]:
+        raise BadReview("AdmissionReview request has no uid")
+    return request
+
+
+def answer(request: dict[str, Any], configuration: Configuration, namespaces: Namespaces | None = None) -> Answer:
+    """The response to a decoded request: engine.plan plus the encoding of its result."""
+    uid = request["uid"]
+    kind = request.get("kind")
+    is_pod = isinstance(kind, dict) and kind.get("kind") == "Pod" and kind.get("group") == ""
+    # Only a new Pod is injected: UPDATEs, subresources (ephemeralcontainers, status…) pass unchanged.
+    if not is_pod or request.get("operation") != "CREATE" or request.get("subResource"):
+        return Answer(_allow(uid), "unchanged")
+    namespace = request.get("namespace") if isinstance(request.get("namespace"), str) else ""
+    info = namespaces.lookup(namespace) if namespaces is not None else None
+    plan = engine.plan(request.get("object"), configuration.catalogue, configuration.settings, namespace,
+                       namespace_info=info, policy=configuration.policy)
+    if plan.denial is not None:
+        event(logging.INFO, "denied", uid=uid, namespace=namespace, reason=plan.denial)
+        return Answer(_deny(uid, 400, plan.denial, plan.warnings), "denied")
+    if not plan.ops:
+        return Answer(_allow(uid, warnings=plan.warnings), "unchanged")
+    return Answer(_allow(uid, plan.ops, plan.warnings), "injected", plan.injected)
+
+
+def _allow(uid: str, ops: list[dict[str, Any]] | None = None, warnings: list[str] | None = None) -> bytes:
+    response: AdmissionResponse = {"uid": uid, "allowed": True}
+    if ops:
+        response["patchType"] = "JSONPatch"
+        # pybase64 (SIMD): the stdlib's base64 took ~1 µs per KB of patch, more than building the patch.
+        response["patch"] = pybase64.b64encode_as_string(orjson.dumps(ops))
+    if warnings:
+        response["warnings"] = warnings
+    return _encode(response)
+
+
+def _deny(uid: str, code: int, message: str, warnings: list[str] | None = None) -> bytes:
+    reason = "BadRequest" if code == 400 else "InternalError"
+    response: AdmissionResponse = {"uid": uid, "allowed": False, "status": {"code": code, "message": message, "reason": reason}}
+    if warnings:
+        response["warnings"] = warnings
+    return _encode(response)
+
+
+def _encode(response: AdmissionResponse) -> bytes:
+    return orjson.dumps({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response})

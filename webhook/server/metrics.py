@@ -1,0 +1,43 @@
+"""Prometheus metrics of the webhook: requests by outcome, injections by entry, latency, configuration reloads."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OUTCOMES = ("injected", "unchanged", "denied", "error", "invalid", "unavailable")
+
+REQUESTS = Counter("podpatterns_admission_requests", "AdmissionReview requests answered, by outcome", ["outcome"])
+INJECTIONS = Counter("podpatterns_injections", "Catalogue entries injected into Pods, by entry", ["entry"])
+LATENCY = Histogram(
+    "podpatterns_admission_duration_seconds",
+    "Time to answer one AdmissionReview, from the body read to the response encoded",
+    buckets=(0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+# Children bound once: a labels() lookup per request is measurable at thousands of requests a second.
+BY_OUTCOME = {outcome: REQUESTS.labels(outcome) for outcome in OUTCOMES}
+
+# Hot reload of the catalogue and policy (webhook/server/reload.py). Alert on the gauge: 0 means files on disk
+# that do not load, while the last good configuration is still served.
+CONFIG_RELOADS = Counter("podpatterns_config_reloads", "Reloads of the catalogue and policy after their files changed, "
+                         "by result", ["result"])
+CONFIG_LAST_SUCCESS = Gauge("podpatterns_config_last_reload_success",
+                            "1 if the catalogue and policy on disk are the ones served, 0 if the last reload failed")
+CONFIG_LAST_SUCCESS_TIME = Gauge("podpatterns_config_last_reload_success_timestamp_seconds",
+                                 "When the configuration being served was loaded (Unix time)")
+for _result in ("success", "failure"):
+    CONFIG_RELOADS.labels(_result)  # both series exist from the start, so increase() sees the first reload
+# A server only starts with a configuration that loads.
+CONFIG_LAST_SUCCESS.set(1)
+CONFIG_LAST_SUCCESS_TIME.set_to_current_time()
+
+
+def count_injection(entries: list[str]) -> None:
+    for entry in entries:
+        _injections(entry).inc()
+
+
+@cache  # the children by entry name, as BY_OUTCOME: names come from the catalogues loaded, a handful
+def _injections(entry: str) -> Counter:
+    return INJECTIONS.labels(entry)
