@@ -73,7 +73,8 @@ def pod_schema(version: str) -> jsonschema.Validator:
 
 def assert_valid_pod(pod: dict[str, Any]) -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", **pod}
-    for version in SCHEMA_VERSIONS:
+    # Pod-level resources (spec.resources) came in Kubernetes 1.34: older schemas do not know the field.
+    for version in SCHEMA_VERSIONS if "resources" not in pod.get("spec", {}) else SCHEMA_VERSIONS[-1:]:
         pod_schema(version).validate(pod)
     names = [c["name"] for key in ("containers", "initContainers", "ephemeralContainers") for c in pod["spec"].get(key, [])]
     assert len(names) == len(set(names)), f"duplicate container names {names}"

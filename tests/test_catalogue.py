@@ -49,7 +49,7 @@ spec:
 BROKEN = [
     ("bad-yaml", "spec: [unclosed\n", 2, "invalid YAML"),
     ("unknown-field", GOOD.replace("  pattern: adapter\n", "  pattern: adapter\n  sidecarz: true\n"), 7,
-     "unknown field spec.sidecarz; allowed: appContainers, containers, description, lifecycle, parameters, pattern, volumes"),
+     "unknown field spec.sidecarz; allowed: annotations, appContainers, containers, description, lifecycle, parameters, pattern, volumes"),
     ("unknown-placeholder", GOOD.replace("${params.verbose}", "${params.verbos}"), 15,
      "unknown placeholder ${params.verbos}; known: params.port, params.verbose, pod.name, pod.namespace, pod.serviceAccountName"),
     ("schema", GOOD.replace("name: metrics}", "name: metrics, protocol: [TCP]}"), 16,
@@ -61,7 +61,7 @@ BROKEN = [
     ("duplicate-key", GOOD.replace("  lifecycle: regular\n", "  lifecycle: regular\n  lifecycle: native\n"), 9,
      "duplicate key 'lifecycle'"),
     ("bad-parameter", GOOD.replace("type: boolean, default: false", "type: bool"), 11,
-     "parameter verbose: type 'bool' is not one of string, integer, boolean"),
+     "parameter verbose: type 'bool' is not one of string, integer, boolean, path, hostPort"),
     ("bad-default", GOOD.replace("default: 9102", "default: 80"), 10,
      "parameter port: default/enum value 80: expected an integer from 1024 to 65535"),
     ("missing-volume", GOOD.replace("    readinessProbe:", "    volumeMounts: [{name: data, mountPath: /d}]\n    readinessProbe:"), 17,
@@ -70,6 +70,17 @@ BROKEN = [
      "expected apiVersion: podpatterns.io/v1alpha1 and kind: PatternTemplate"),
     ("restart-policy", GOOD.replace("    image: prom", "    restartPolicy: Always\n    image: prom"), 14,
      "set spec.lifecycle instead of a container restartPolicy"),
+    ("free-string-in-annotation", GOOD.replace("  containers:\n", "  annotations:\n    metrics-adapter.config.example.com/conf: |\n"
+     "      level: ${params.name}\n  containers:\n").replace("  - {name: verbose", "  - {name: name, type: string, default: x}\n  - {name: verbose"),
+     14, "${params.name} in an annotation needs a parameter with an enum or a pattern"),
+    ("contract-annotation", GOOD.replace("  containers:\n", "  annotations:\n    podpatterns.io/status: '[]'\n  containers:\n"),
+     13, "annotation key 'podpatterns.io/status' is the user contract's"),
+    ("bad-annotation-key", GOOD.replace("  containers:\n", "  annotations:\n    no-prefix: x\n  containers:\n"),
+     13, "annotation key 'no-prefix' must be prefix/name"),
+    ("render-as-not-enum", GOOD.replace("type: boolean, default: false", "type: string, default: a, renderAs: {a: b}"), 11,
+     "parameter verbose: renderAs applies to a string enum"),
+    ("not-under-on-string", GOOD.replace("type: boolean, default: false", "type: string, default: a, notUnder: [/x]"), 11,
+     "parameter verbose: notUnder applies to a path"),
     ("optional-without-default", GOOD.replace("type: boolean, default: false", "type: boolean"), 15,
      "${params.verbose}: parameter verbose is optional without a default; give it a default or make it required"),
 ]
@@ -120,7 +131,7 @@ def test_catalog_list_shows_builtins_and_parameters(capsys):
     assert cli.main(["catalog", "list"]) == 0
     out = capsys.readouterr().out
     for line in ("db-ambassador  (ambassador, lifecycle auto",
-                 "    upstream: string, required: host:port of the database",
+                 "    upstream: hostPort, required: host:port of the database",
                  "    port: integer, default 5432: local port the proxy listens on (127.0.0.1 only)",
                  "json-log-adapter  (adapter", "log-shipper  (sidecar"):
         assert line in out
@@ -133,7 +144,10 @@ def test_builtins_are_pod_security_restricted_with_pinned_images_and_resources()
             assert container_violations(container) == []
             image = container["image"]
             assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
-            assert set(container["resources"]["requests"]) == set(container["resources"]["limits"]) == {"cpu", "memory"}
+            # cpu and memory requested and limited; disk (the backlog, a log of its own) requested, not limited:
+            # at an ephemeral-storage limit the kubelet would evict the whole Pod.
+            assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+            assert set(container["resources"]["requests"]) == {"cpu", "memory", "ephemeral-storage"}
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
         for volume in entry.volumes:
             assert volume_violations(volume) == []
@@ -208,12 +222,13 @@ def test_renders_are_kept_per_parameter_values_and_bounded():
 
     entries = catalogue.load()
     log_shipper = entries["log-shipper"]
-    assert log_shipper.renders.references == ("params.endpoint", "params.logDir", "pod.namespace")
+    assert log_shipper.renders.references == ("params.bufferMB", "params.endpoint", "params.logDir", "params.logVolumeSize")
     first = injected_container(entries, pod_for("log-shipper"))
     assert injected_container(entries, pod_for("log-shipper")) is first  # the same values: one render
     other = injected_container(entries, pod_for("log-shipper", {"log-shipper.podpatterns.io/logDir": "/logs"}))
     assert other is not first and "path=/logs/*.log" in other["args"]  # other values: their own render
-    assert injected_container(entries, pod_for("log-shipper", namespace="other")) is not first  # ${pod.namespace}
+    # It reads its namespace from the downward API at run time, so the namespace is not part of the key.
+    assert injected_container(entries, pod_for("log-shipper", namespace="other")) is first
     # An entry without ${pod.name} shares its render between Pods of different names.
     renamed = pod_for("log-shipper")
     renamed["metadata"]["name"] = "q"

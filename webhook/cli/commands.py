@@ -196,10 +196,19 @@ def _inject(args: argparse.Namespace) -> int:
 
 
 class _PlainDumper(yaml.SafeDumper):
-    """Writes a value shared by two containers (the same env list, rendered once) twice, not as &id001/*id001."""
+    """Writes a value shared by two containers (the same env list, rendered once) twice, not as &id001/*id001,
+    and a text of several lines (an entry's config file in an annotation) as a literal block, as it reads."""
 
     def ignore_aliases(self, data: object) -> bool:
         return True
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    literal = "\n" in value and not any(line != line.rstrip() for line in value.splitlines())
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if literal else None)
+
+
+_PlainDumper.add_representer(str, _text)
 
 
 def _explain(args: argparse.Namespace) -> int:

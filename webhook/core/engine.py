@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from webhook.core import limits
+from webhook.core import limits, podkinds, podresources
 from webhook.core.entries import Catalogue, Entry
 from webhook.core.keys import DEFAULT_CONTAINER, AnnotationKeys
 from webhook.core.parameters import ParameterError
@@ -102,6 +102,16 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
     keys = settings.keys
     rules = policy.matching(namespace.labels, pod.labels)
     requested = _requested(pod, namespace, rules, catalogue, keys, result)
+    if podkinds.is_mirror(pod):
+        # The kubelet runs a static Pod from its file; the API object only mirrors it. Never changed.
+        for request in requested:
+            result.decisions.append(Decision(request.entry, request.source, False, "a mirror (static) Pod is never changed"))
+        if requested:
+            result.warnings.append(f"mirror Pod ({podkinds.MIRROR_ANNOTATION}): nothing injected; the static Pod's "
+                                   f"file on the node decides its containers")
+        return
+    if podkinds.is_windows(pod):
+        requested = _without_linux_entries(requested, result)
     records = _status_records(pod, keys)
     done = {r["entry"] for r in records}
     supplied = _supplied_parameters(pod, catalogue, keys, {r.entry for r in requested}, done, result.warnings)
@@ -134,6 +144,7 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
         warnings, notes = limits.apply(pod, additions, limits_rule)
         result.warnings += warnings
         result.notes += notes
+    additions.pod_resources = podresources.grown(pod, additions.native_sidecars + additions.containers)
     if chosen:
         records += [{"entry": e.name, "pattern": e.pattern, "digest": e.digest} for e, _ in chosen]
         additions.annotations[keys.status] = orjson.dumps(records).decode()
@@ -184,6 +195,23 @@ def _requested(pod: PodView, namespace: NamespaceInfo, rules: list[Rule], catalo
                 request.source += " (mandatory)" if added_here else f"; mandatory by rule {rule.name}"
     _check_allowed(requests, rules, namespace, keys)
     return _without_excluded(requests, pod, catalogue, keys, result)
+
+
+def _without_linux_entries(requests: list[_Request], result: Plan) -> list[_Request]:
+    """A Windows Pod gets no entry (they are Linux containers): denied where the Pod cannot do without it,
+    skipped with a warning where a Namespace default or an optional rule added it."""
+    for request in requests:
+        if request.mandatory_by is not None:
+            raise Denied(f"{request.entry} is mandatory by rule {request.mandatory_by} and runs Linux containers, "
+                         f"and this Pod has spec.os.name windows; select Windows workloads out of the rule "
+                         f"(its podSelector), or run the Pod on Linux")
+        if request.asked_by == "pod":
+            raise Denied(f"{request.entry} ({request.source}) runs Linux containers, and this Pod has spec.os.name "
+                         f"windows; remove it from the Pod's annotation, or run the Pod on Linux")
+        result.decisions.append(Decision(request.entry, request.source, False, "a Windows Pod (spec.os.name: windows)"))
+        result.warnings.append(f"{request.entry} ({request.source}) skipped: it runs Linux containers and the Pod is a "
+                               f"Windows Pod")
+    return []
 
 
 def _check_allowed(requests: dict[str, _Request], rules: list[Rule], namespace: NamespaceInfo,
@@ -310,14 +338,22 @@ def _additions(
     }
     renders = []
     for entry, params in chosen:
-        values = {f"params.{name}": value for name, (value, _) in params.items()} | pod_values
+        values = {f"params.{name}": entry.parameters[name].rendered(value) for name, (value, _) in params.items()} | pod_values
         native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
         renders.append((entry, entry.renders.get(values, native), native))
     same_for_all = _same_for_all(pod, [rendered for _, rendered, _ in renders])
     app = _AppContainers(pod) if same_for_all is None else None
+    _warn_env_from(pod, renders, warnings)
     for entry, rendered, native in renders:
+        for key, value in rendered.annotations.items():
+            # The entry's own: a value the Pod brought under that key (forged or stale) is replaced.
+            if add.annotations.setdefault(key, value) != value:
+                raise Denied(f"{entry.name}: its annotation {key} clashes with another entry's")
         for container in rendered.containers:
             name = container["name"]
+            clash = podkinds.host_network_clash(pod, entry.name, container)
+            if clash:
+                raise Denied(clash)
             if name in names:
                 raise Denied(f"{entry.name}: its container {name!r} clashes with the container {name!r} in {names[name]}")
             names[name] = f"entry {entry.name}"
@@ -352,6 +388,22 @@ def _additions(
             if mounts:
                 add.app_mounts[index] = list(mounts)
     return add
+
+
+def _warn_env_from(pod: PodView, renders: list[tuple[Entry, Rendered, bool]], warnings: list[str]) -> None:
+    """Variables set in env win over the same names from envFrom: an app reading DB_HOST from its ConfigMap
+    would silently get the entry's value instead."""
+    sources = [(c["name"], c["envFrom"]) for c in pod.containers if isinstance(c.get("envFrom"), list) and c["envFrom"]]
+    if not sources:
+        return
+    for entry, rendered, _ in renders:
+        names = ", ".join(var["name"] for var in rendered.app_env)
+        for container, env_from in sources:
+            if names:
+                origin = ", ".join(next((f"{k} {v.get('name', '')}".strip() for k, v in ref.items() if isinstance(v, dict)), "envFrom")
+                                   for ref in env_from if isinstance(ref, dict))
+                warnings.append(f"container {container} takes variables from envFrom ({origin}); {entry.name} sets "
+                                f"{names} in env, which win over the same names there")
 
 
 def _same_for_all(pod: PodView, renders: list[Rendered]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:

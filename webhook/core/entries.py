@@ -26,12 +26,13 @@ class Entry:
     digest: str
     origin: str
     warnings: tuple[str, ...] = ()
+    annotations: dict[str, Any] = field(default_factory=dict)  # added to the Pod: key -> compiled template of the value
     # Its renders for the values Pods use (webhook.core.renders); new with every load, so a reload starts afresh.
     renders: RenderCache = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.renders is None:
-            object.__setattr__(self, "renders", RenderCache(self.containers, self.volumes, self.app_env, self.app_mounts))
+            object.__setattr__(self, "renders", RenderCache(self.containers, self.volumes, self.app_env, self.app_mounts, self.annotations))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from webhook.core import podresources
 from webhook.core.patch import Additions
 from webhook.core.pod import PodView
 from webhook.core.rules import LIMITED, Rule
@@ -34,6 +35,13 @@ def apply(pod: PodView, additions: Additions, rule: Rule) -> tuple[list[str], li
     Returns (warnings for the user, notes of what was defaulted)."""
     assert rule.resources is not None
     mode, defaults = rule.resources.missing_limits, rule.resources.defaults
+    # What the Pod sets at Pod level is its containers' shared budget: a resource limited there counts as
+    # limited for each of them, and gets no per-container default (a defaulted request could push the
+    # containers' total over the Pod's own, which the apiserver refuses).
+    pod_level = podresources.pod_level(pod)
+    at_pod_level = {resource for values in pod_level.values() for resource in values}
+    defaults = {kind: {r: q for r, q in values.items() if r not in at_pod_level} for kind, values in defaults.items()}
+    limited = set(pod_level.get("limits", {}))
     missing: list[str] = []
     defaulted: list[str] = []
     for kind in ("containers", "initContainers"):
@@ -45,7 +53,7 @@ def apply(pod: PodView, additions: Additions, rule: Rule) -> tuple[list[str], li
                     additions.app_resources[(kind, index)] = merged
                     defaulted.append(container["name"])
             else:
-                missing += _missing(container["name"], resources)
+                missing += _missing(container["name"], resources, limited)
     for group in (additions.native_sidecars, additions.containers):
         for i, container in enumerate(group):
             resources = container.get("resources") or {}
@@ -55,7 +63,7 @@ def apply(pod: PodView, additions: Additions, rule: Rule) -> tuple[list[str], li
                     group[i] = container | {"resources": merged}  # a copy: the template's parts are shared
                     defaulted.append(container["name"])
             else:
-                missing += _missing(container["name"], resources)
+                missing += _missing(container["name"], resources, limited)
     if defaulted:
         return [], [f"rule {rule.name}: default resources set on {', '.join(defaulted)}"]
     if not missing:
@@ -66,9 +74,9 @@ def apply(pod: PodView, additions: Additions, rule: Rule) -> tuple[list[str], li
     return [message], []
 
 
-def _missing(name: str, resources: dict[str, Any]) -> list[str]:
+def _missing(name: str, resources: dict[str, Any], limited_by_pod: set[str]) -> list[str]:
     limits = resources.get("limits") or {}
-    return [f"{name} {resource}" for resource in LIMITED if resource not in limits]
+    return [f"{name} {resource}" for resource in LIMITED if resource not in limits and resource not in limited_by_pod]
 
 
 def _with_defaults(resources: dict[str, Any], defaults: dict[str, dict[str, str]]) -> dict[str, Any]:

@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-TYPES = ("string", "integer", "boolean")
-DECLARATION_FIELDS = {"name", "type", "required", "default", "description", "pattern", "enum", "minimum", "maximum"}
+TYPES = ("string", "integer", "boolean", "path", "hostPort")
+DECLARATION_FIELDS = {"name", "type", "required", "default", "description", "pattern", "enum", "minimum", "maximum",
+                      "renderAs", "notUnder"}
 NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
 # Values end up in container args and env: control characters (newlines above all) are never accepted,
 # so no value can smuggle a second config line or argument into what a template renders. That includes
@@ -16,6 +17,16 @@ NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_LENGTH = 1024
 INTEGER = re.compile(r"^[+-]?[0-9]{1,18}$")
+# A `path` is a directory mounted into app containers and injected ones: absolute, normalized, plain
+# characters, and never one the system needs, where an emptyDir mounted on top would hide the image's files.
+PATH = re.compile(r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$")
+# A `hostPort` is where a container connects to: a DNS name (labels of 1-63 letters, digits and inner
+# hyphens, no empty label, 253 characters at most) or an IPv4 address, then a port from 1 to 65535.
+HOST_PORT = re.compile(r"^(?=[^:]{1,253}:)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+                       r":([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$")
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+                "/sys", "/usr", "/var/lib", "/var/run")
+SYSTEM_DIRECTORIES = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
 
 
 class ParameterError(ValueError):
@@ -33,6 +44,10 @@ class Parameter:
     enum: tuple[Any, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
+    # What a template gets for a value, where it differs from the value the user writes: an enum of names
+    # a user knows (format: plain) standing for what the program wants (parser=universal).
+    render_as: tuple[tuple[str, str], ...] = ()
+    not_under: tuple[str, ...] = ()  # a path's own refused trees, e.g. where the injected image keeps its files
 
     @classmethod
     def declare(cls, spec: Any) -> "Parameter":
@@ -60,6 +75,18 @@ class Parameter:
         enum = spec.get("enum", [])
         if not isinstance(enum, list):
             raise ParameterError(f"parameter {name}: enum must be a list")
+        render_as = spec.get("renderAs", {})
+        if not isinstance(render_as, dict) or not all(isinstance(v, str) for v in render_as.values()):
+            raise ParameterError(f"parameter {name}: renderAs must map enum values to strings")
+        if render_as and (kind != "string" or not set(render_as) <= set(enum)):
+            raise ParameterError(f"parameter {name}: renderAs applies to a string enum, and maps only its values "
+                                 f"({', '.join(map(str, enum)) or 'none declared'})")
+        if any(CONTROL.search(v) for v in render_as.values()):
+            raise ParameterError(f"parameter {name}: renderAs values must be printable, on one line")
+        not_under = spec.get("notUnder", [])
+        if not isinstance(not_under, list) or (not_under and kind != "path") or not all(
+                isinstance(v, str) and PATH.match(v) for v in not_under):
+            raise ParameterError(f"parameter {name}: notUnder applies to a path, and lists absolute directories")
         param = cls(
             name=name,
             type=kind,
@@ -70,6 +97,8 @@ class Parameter:
             enum=tuple(enum),
             minimum=spec.get("minimum"),
             maximum=spec.get("maximum"),
+            render_as=tuple(render_as.items()),
+            not_under=tuple(not_under),
         )
         if param.required and param.default is not None:
             raise ParameterError(f"parameter {name}: a required parameter cannot have a default")
@@ -90,6 +119,12 @@ class Parameter:
             low = "" if self.minimum is None else f" from {self.minimum}"
             high = "" if self.maximum is None else f" to {self.maximum}"
             return f"an integer{low}{high}"
+        if self.type == "hostPort":
+            return ("host:port, a DNS name (labels of 1-63 letters, digits and inner hyphens; no empty label; "
+                    "253 characters at most) or an IPv4 address, and a port from 1 to 65535")
+        if self.type == "path":
+            return ("an absolute directory path of letters, digits, '.', '_' and '-' (no '..', no trailing '/'), "
+                    f"not / nor {', '.join(SYSTEM_DIRECTORIES)}, and not in {', '.join(SYSTEM_TREES + self.not_under)}")
         if self.pattern is not None:
             return f"a string matching {self.pattern.pattern}"
         return f"a string of at most {MAX_LENGTH} printable characters"
@@ -110,7 +145,7 @@ class Parameter:
         return self.check(value)
 
     def check(self, value: Any) -> Any:
-        expected = {"string": str, "integer": int, "boolean": bool}[self.type]
+        expected = {"string": str, "integer": int, "boolean": bool, "path": str, "hostPort": str}[self.type]
         if type(value) is not expected:
             raise ParameterError(f"expected {self.accepted()}")
         if self.enum and value not in self.enum:
@@ -118,11 +153,22 @@ class Parameter:
         if self.type == "integer":
             if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
                 raise ParameterError(f"expected {self.accepted()}")
-        if self.type == "string":
+        if self.type == "path" and not _plain_directory(value, self.not_under):
+            raise ParameterError(f"expected {self.accepted()}")
+        if self.type == "hostPort" and not HOST_PORT.match(value):
+            raise ParameterError(f"expected {self.accepted()}")
+        if self.type in ("string", "path", "hostPort"):
             if len(value) > MAX_LENGTH or CONTROL.search(value):
                 raise ParameterError(f"expected {self.accepted()}")
             if self.pattern is not None and not self.pattern.fullmatch(value):
                 raise ParameterError(f"expected {self.accepted()}")
+        return value
+
+    def rendered(self, value: Any) -> Any:
+        """What a template's placeholder becomes for the (checked) value."""
+        for shown, text in self.render_as:
+            if shown == value:
+                return text
         return value
 
     def sample(self) -> Any:
@@ -131,7 +177,13 @@ class Parameter:
             return self.default
         if self.enum:
             return self.enum[0]
-        return {"string": "sample", "integer": self.minimum if self.minimum is not None else 1, "boolean": False}[self.type]
+        return {"string": "sample", "path": "/sample", "hostPort": "sample:1", "integer": self.minimum if self.minimum is not None else 1, "boolean": False}[self.type]
+
+
+def _plain_directory(path: str, not_under: tuple[str, ...]) -> bool:
+    if not PATH.match(path) or path in SYSTEM_DIRECTORIES:  # PATH admits no "." or ".." segment
+        return False
+    return not any(path == tree or path.startswith(tree + "/") for tree in SYSTEM_TREES + not_under)
 
 
 def _show(value: Any) -> str:

@@ -25,6 +25,8 @@ class Additions:
     app_mounts: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     # (container list, index) -> the whole new resources object of an app container (policy defaults)
     app_resources: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    # "requests"/"limits" -> resource -> the Pod-level value that replaces the Pod's (webhook.core.podresources)
+    pod_resources: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def operations(pod: PodView, add: Additions) -> list[Op]:
@@ -41,6 +43,9 @@ def operations(pod: PodView, add: Additions) -> list[Op]:
     # Before the native sidecars are inserted: they shift the indexes of the app's init containers.
     for (kind, index), resources in add.app_resources.items():
         ops.append({"op": "add", "path": f"/spec/{kind}/{index}/resources", "value": resources})
+    for kind, values in add.pod_resources.items():
+        for resource, quantity in values.items():
+            ops.append({"op": "replace", "path": f"/spec/resources/{kind}/{resource}", "value": quantity})
     _extend(ops, "/spec/volumes", pod.volumes, add.volumes)
     if add.native_sidecars:
         if pod.lists["initContainers"] is None:
@@ -52,9 +57,9 @@ def operations(pod: PodView, add: Additions) -> list[Op]:
     _extend(ops, "/spec/containers", pod.containers, add.containers)
     # One operation or more for every app container: the part of the patch that grows with the Pod.
     containers = pod.containers
-    for field, additions in (("env", add.app_env), ("volumeMounts", add.app_mounts)):
+    for key, additions in (("env", add.app_env), ("volumeMounts", add.app_mounts)):
         for index, items in additions.items():
-            _extend(ops, f"/spec/containers/{index}/{field}", containers[index].get(field), items)
+            _extend(ops, f"/spec/containers/{index}/{key}", containers[index].get(key), items)
     return ops
 
 

@@ -28,6 +28,7 @@ class Rendered:
     volumes: list[dict[str, Any]]
     app_env: list[dict[str, Any]]
     app_mounts: list[dict[str, Any]]
+    annotations: dict[str, str]
 
 
 class RenderCache:
@@ -36,8 +37,9 @@ class RenderCache:
     Used from one thread at a time: the server's event loop (requests) or the CLI; a reload builds new
     entries in its own thread and never touches the served ones' caches."""
 
-    def __init__(self, containers: Any, volumes: Any, app_env: Any, app_mounts: Any, size: int = MAX_RENDERS):
-        self.templates = (containers, volumes, app_env, app_mounts)
+    def __init__(self, containers: Any, volumes: Any, app_env: Any, app_mounts: Any, annotations: Any = None,
+                 size: int = MAX_RENDERS):
+        self.templates = (containers, volumes, app_env, app_mounts, annotations or {})
         self.references = tuple(sorted(set().union(*(references(t) for t in self.templates))))
         self.size = size
         self._renders: OrderedDict[tuple[Any, ...], Rendered] = OrderedDict()
@@ -57,7 +59,7 @@ class RenderCache:
         return found
 
     def _render(self, values: dict[str, Any], native: bool) -> Rendered:
-        containers, volumes, app_env, app_mounts = (render(t, values) for t in self.templates)
+        containers, volumes, app_env, app_mounts, annotations = (render(t, values) for t in self.templates)
         if native:
             containers = [container | {"restartPolicy": "Always"} for container in containers]
-        return Rendered(containers, volumes, app_env, app_mounts)
+        return Rendered(containers, volumes, app_env, app_mounts, annotations)
