@@ -11,10 +11,12 @@ compaction point gets 410 Gone, and faults expire or drop a watch on demand.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -182,6 +184,9 @@ class KubeApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
+            # Headers and body go out in two writes: without TCP_NODELAY every answer waits ~40 ms for the
+            # client's delayed ACK.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 api._handle(self)
@@ -191,7 +196,7 @@ class KubeApi:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         # A short poll interval: close() waits for one.
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="kubeapi", daemon=True).start()
@@ -201,6 +206,8 @@ class KubeApi:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def close(self) -> None:
+        """Stops answering: open watches end, held requests go on, and any later request, even on a connection
+        kept alive, breaks without an answer (an API that went away); new connections are refused."""
         with self.lock:
             self.closed = True  # open watches end, held requests go on
             self.changed.notify_all()
@@ -292,6 +299,11 @@ class KubeApi:
     # --- the HTTP side
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        if self.closed:  # gone: a kept-alive connection breaks instead of answering
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return
         url = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
@@ -312,11 +324,14 @@ class KubeApi:
             code, body = err.code, err.status()
         request.status = code
         data = json.dumps(body).encode()
-        handler.send_response(code)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        try:
+            handler.send_response(code)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        except OSError:  # the client gave up waiting (its timeout) and closed the connection
+            handler.close_connection = True
 
     @staticmethod
     def _suffer(fault: Fault) -> None:
@@ -492,6 +507,13 @@ class KubeApi:
                     return stream.end()
         except OSError:  # the client went away
             handler.close_connection = True
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (its timeout, a reset) is no error of the stand-in's; anything else is printed."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class _Chunks:

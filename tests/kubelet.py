@@ -105,18 +105,23 @@ class PodSandbox:
         self.processes: list[subprocess.Popen[bytes]] = []
         self._made: list[Path] = []
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
-        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
-        for volume in pod["spec"].get("volumes") or []:
-            path = self.workdir / "volumes" / volume["name"]
-            path.mkdir(parents=True)
-            if "emptyDir" in volume:
-                path.chmod(0o777)  # as the kubelet makes an emptyDir: any uid of the Pod can write
-            elif "downwardAPI" in volume:
-                for item in volume["downwardAPI"]["items"]:
-                    (path / item["path"]).write_text(field_value(pod, item["fieldRef"]["fieldPath"]))
-            else:
-                raise ValueError(f"the stand-in kubelet has no volume type for {volume}")
-            self.volumes[volume["name"]] = path
+        try:  # a Pod it cannot run leaves no namespace nor directory behind
+            subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
+            for volume in pod["spec"].get("volumes") or []:
+                path = self.workdir / "volumes" / volume["name"]
+                path.mkdir(parents=True)
+                if "emptyDir" in volume:
+                    path.chmod(0o777)  # as the kubelet makes an emptyDir: any uid of the Pod can write
+                elif "downwardAPI" in volume:
+                    for item in volume["downwardAPI"]["items"]:
+                        (path / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+                        (path / item["path"]).write_text(field_value(pod, item["fieldRef"]["fieldPath"]))
+                else:
+                    raise ValueError(f"the stand-in kubelet has no volume type for {volume}")
+                self.volumes[volume["name"]] = path
+        except BaseException:
+            self.close()
+            raise
 
     # -- what runs inside -----------------------------------------------------------------------------
 

@@ -226,7 +226,7 @@ def test_renders_are_kept_per_parameter_values_and_bounded():
     first = injected_container(entries, pod_for("log-shipper"))
     assert injected_container(entries, pod_for("log-shipper")) is first  # the same values: one render
     other = injected_container(entries, pod_for("log-shipper", {"log-shipper.podpatterns.io/logDir": "/logs"}))
-    assert other is not first and "path=/logs/*.log" in other["args"]  # other values: their own render
+    assert other is not first and "path=/logs/*.log,/logs/*.log.1" in other["args"]  # other values: their own render
     # It reads its namespace from the downward API at run time, so the namespace is not part of the key.
     assert injected_container(entries, pod_for("log-shipper", namespace="other")) is first
     # An entry without ${pod.name} shares its render between Pods of different names.

@@ -40,7 +40,6 @@ SCENARIOS: dict[str, list[str]] = {
         "webhook.objectSelector.matchExpressions[0].key=podpatterns.io/skip",
         "webhook.objectSelector.matchExpressions[0].operator=DoesNotExist",
         "webhook.excludedNamespaces[0]=monitoring",
-        "webhook.annotatedPodsOnly=true",
         "webhook.matchConditions[0].name=not-jobs",
         "webhook.matchConditions[0].expression=!has(object.metadata.ownerReferences)",
         "webhook.failurePolicy=Ignore",
@@ -48,6 +47,8 @@ SCENARIOS: dict[str, list[str]] = {
         "settings.prefix=patterns.example.com",
     ],
     "plain-health-port": ["settings.health-port=9090", "settings.drain-seconds=10", "terminationGracePeriodSeconds=40"],
+    # Every built-in and a catalogue entry mandatory, rules whose scopes nest and one that selects everything.
+    "guard-everything": ["-f", "charts/podpatterns/ci/guard-values.yaml"],
 }
 
 CERTIFICATES_FROM_OUTSIDE = {"cert-manager", "cert-manager-cluster-issuer", "existing-secret"}
@@ -111,19 +112,28 @@ def test_rendering_is_deterministic_and_holds_no_key_material(scenario):
 
 
 def test_the_webhook_configuration_is_safe_in_front_of_every_pod(scenario):
+    # Which Pods each entry sees is tests/test_chart_scope.py's; here, what every entry has in common.
     name, docs = scenario
-    webhook = find(docs, "MutatingWebhookConfiguration", FULLNAME)["webhooks"][0]
-    assert webhook["reinvocationPolicy"] == "IfNeeded"
-    assert webhook["sideEffects"] == "None"
-    assert webhook["matchPolicy"] == "Equivalent"
-    assert webhook["admissionReviewVersions"] == ["v1"]
-    assert webhook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                                 "resources": ["pods"], "scope": "Namespaced"}]
-    assert 1 <= webhook["timeoutSeconds"] < 10
-    assert webhook["clientConfig"]["service"] == {"name": FULLNAME, "namespace": NAMESPACE, "path": "/mutate", "port": 443}
-    excluded = webhook["namespaceSelector"]["matchExpressions"][0]
-    assert excluded["key"] == "kubernetes.io/metadata.name" and excluded["operator"] == "NotIn"
-    assert {NAMESPACE, "kube-system"} <= set(excluded["values"])
+    webhooks = find(docs, "MutatingWebhookConfiguration", FULLNAME)["webhooks"]
+    names = [w["name"] for w in webhooks]
+    assert names[:2] == ["inject.podpatterns.io", "namespace.inject.podpatterns.io"]
+    assert names[-1] == "update.podpatterns.io" and len(set(names)) == len(names)
+    assert all(n.endswith(".rule.podpatterns.io") for n in names[2:-1])
+    for webhook in webhooks:
+        assert webhook["reinvocationPolicy"] == "IfNeeded"
+        assert webhook["sideEffects"] == "None"
+        assert webhook["matchPolicy"] == "Equivalent"
+        assert webhook["admissionReviewVersions"] == ["v1"]
+        # The Pod itself only: subresources (ephemeralcontainers, status, resize…) are never sent.
+        operation = "UPDATE" if webhook["name"] == "update.podpatterns.io" else "CREATE"
+        assert webhook["rules"] == [{"operations": [operation], "apiGroups": [""], "apiVersions": ["v1"],
+                                     "resources": ["pods"], "scope": "Namespaced"}]
+        assert 1 <= webhook["timeoutSeconds"] < 10
+        assert webhook["clientConfig"]["service"] == {"name": FULLNAME, "namespace": NAMESPACE, "path": "/mutate", "port": 443}
+        excluded = webhook["namespaceSelector"]["matchExpressions"][0]
+        assert excluded["key"] == "kubernetes.io/metadata.name" and excluded["operator"] == "NotIn"
+        assert {NAMESPACE, "kube-system", "kube-public", "kube-node-lease"} <= set(excluded["values"])
+        assert len(webhook.get("matchConditions", [])) <= 64  # the apiserver's limit
 
 
 def test_the_webhook_pods_meet_pod_security_restricted_with_a_read_only_root(scenario):
@@ -146,7 +156,8 @@ def test_the_webhook_pods_meet_pod_security_restricted_with_a_read_only_root(sce
 def test_rbac_is_exactly_what_the_server_reads_and_writes(scenario):
     name, docs = scenario
     rbac = {d["kind"]: d for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io/")}
-    watch_namespaces = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+    # list+watch for the cache, get for a Namespace the cache has not seen yet.
+    watch_namespaces = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
     for binding in [b for b in ("RoleBinding", "ClusterRoleBinding") if b in rbac]:
         assert rbac[binding]["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
     if name in CERTIFICATES_FROM_OUTSIDE:
@@ -177,10 +188,10 @@ def test_default_install_is_highly_available_with_self_managed_certificates():
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--cert-secret={FULLNAME}-tls" in args and f"--webhook-configuration={FULLNAME}" in args
     assert f"--service={FULLNAME}" in args and f"--namespace={NAMESPACE}" in args
-    webhook = find(docs, "MutatingWebhookConfiguration")["webhooks"][0]
-    assert webhook["failurePolicy"] == "Fail"
-    assert "caBundle" not in webhook["clientConfig"]  # the server writes it; helm upgrade keeps it
-    assert "matchConditions" not in webhook and "objectSelector" not in webhook
+    for webhook in find(docs, "MutatingWebhookConfiguration")["webhooks"]:
+        assert webhook["failurePolicy"] == "Fail"
+        assert "caBundle" not in webhook["clientConfig"]  # the server writes it into each; helm upgrade keeps it
+        assert "objectSelector" not in webhook
     service = find(docs, "Service", FULLNAME)
     assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
 
@@ -193,22 +204,43 @@ def test_ha_off_renders_no_disruption_budget_and_no_anti_affinity():
     assert "requiredDuringSchedulingIgnoredDuringExecution" in hard["podAntiAffinity"]
 
 
-def test_custom_selectors_keep_the_exclusions_and_add_match_conditions():
-    webhook = find(render(SCENARIOS["custom-selectors"]), "MutatingWebhookConfiguration")["webhooks"][0]
-    assert webhook["namespaceSelector"] == {
-        "matchLabels": {"team": "payments"},
-        "matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NAMESPACE, "kube-system", "monitoring"]},
-            {"key": "tier", "operator": "In", "values": ["backend"]},
-        ],
-    }
-    assert webhook["objectSelector"] == {"matchExpressions": [{"key": "podpatterns.io/skip", "operator": "DoesNotExist"}]}
-    assert webhook["matchConditions"] == [
-        {"name": "not-jobs", "expression": "!has(object.metadata.ownerReferences)"},
-        {"name": "annotated-pods-only",
-         "expression": "has(object.metadata.annotations) && 'patterns.example.com/inject' in object.metadata.annotations"},
-    ]
-    assert webhook["failurePolicy"] == "Ignore" and webhook["timeoutSeconds"] == 3
+def test_custom_selectors_keep_the_exclusions_and_narrow_every_webhook():
+    webhooks = {w["name"]: w for w in find(render(SCENARIOS["custom-selectors"]), "MutatingWebhookConfiguration")["webhooks"]}
+    excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": [NAMESPACE, "kube-system", "kube-public", "kube-node-lease", "monitoring"]}
+    tier = {"key": "tier", "operator": "In", "values": ["backend"]}
+    not_opted_in = {"key": "patterns.example.com/injection", "operator": "NotIn", "values": ["enabled"]}
+    asks = "has(object.metadata.annotations) && 'patterns.example.com/inject' in object.metadata.annotations"
+    not_jobs = {"name": "not-jobs", "expression": "!has(object.metadata.ownerReferences)"}
+    assert webhooks["inject.podpatterns.io"]["namespaceSelector"] == {
+        "matchLabels": {"team": "payments"}, "matchExpressions": [excluded, tier, not_opted_in]}
+    assert webhooks["inject.podpatterns.io"]["matchConditions"] == [
+        {"name": "pod-asks-by-annotation", "expression": asks}, not_jobs]
+    assert webhooks["namespace.inject.podpatterns.io"]["namespaceSelector"] == {
+        "matchLabels": {"team": "payments", "patterns.example.com/injection": "enabled"},
+        "matchExpressions": [excluded, tier]}
+    assert webhooks["namespace.inject.podpatterns.io"]["matchConditions"] == [not_jobs]
+    assert webhooks["update.podpatterns.io"]["namespaceSelector"] == {
+        "matchLabels": {"team": "payments"}, "matchExpressions": [excluded, tier]}
+    assert webhooks["update.podpatterns.io"]["matchConditions"] == [
+        {"name": "pod-was-injected",
+         "expression": "has(oldObject.metadata.annotations) && 'patterns.example.com/status' in oldObject.metadata.annotations"},
+        not_jobs]
+    for webhook in webhooks.values():
+        assert webhook["objectSelector"] == {"matchExpressions": [{"key": "podpatterns.io/skip", "operator": "DoesNotExist"}]}
+        assert webhook["failurePolicy"] == "Ignore" and webhook["timeoutSeconds"] == 3
+
+
+def test_policy_rules_get_webhook_entries_narrowed_by_their_selectors():
+    webhooks = {w["name"]: w for w in find(render(SCENARIOS["guard-everything"]), "MutatingWebhookConfiguration")["webhooks"]}
+    rule = webhooks["tailed.rule.podpatterns.io"]
+    assert rule["objectSelector"] == {"matchLabels": {"tail": "yes"}}
+    assert rule["namespaceSelector"]["matchExpressions"][1:] == [
+        {"key": "podpatterns.io/injection", "operator": "NotIn", "values": ["enabled"]}]
+    assert rule["matchConditions"] == [{"name": "pod-does-not-ask-by-annotation", "expression":
+        "!(has(object.metadata.annotations) && 'podpatterns.io/inject' in object.metadata.annotations)"}]
+    assert webhooks["prod-everything.rule.podpatterns.io"]["namespaceSelector"]["matchLabels"] == {"env": "prod"}
+    assert "prod-batch-limits.rule.podpatterns.io" not in webhooks  # its scope is inside prod-everything's
 
 
 def test_cert_manager_mode_renders_a_ca_chain_and_the_inject_annotation():
@@ -271,7 +303,7 @@ _example_entry().replace("name: tailer", "name: tailer-two")),
     assert settings == {"prefix": "patterns.example.com", "log-level": "debug", "kube-version": "1.28",
                         "max-body-bytes": 3145728, "drain-seconds": 5, "shutdown-timeout-seconds": 10,
                         "idle-timeout-seconds": 120, "read-timeout-seconds": 10, "max-head-bytes": 32768,
-                        "health-port": None}
+                        "namespace-lookup-timeout-seconds": 2, "health-port": None}
     # Every chart setting is a flag the server takes (the chart server test runs them for real).
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(find(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]["settings.yaml"])
@@ -280,6 +312,7 @@ _example_entry().replace("name: tailer", "name: tailer-two")),
     parser = _parser()
     parsed = parser.parse_args(["serve", *flags(str(settings_file), parser.serve_parser)])
     assert (parsed.drain_seconds, parsed.idle_timeout_seconds, parsed.health_port) == (5, 120, None)
+    assert parsed.namespace_lookup_timeout_seconds == 2
 
 
 def _example_entry() -> str:
@@ -325,6 +358,13 @@ spec:
     ("settings.idle-timeout-seconds=60", "exclusiveMinimum: got 60, want 90"),
     ("settings.read-timeout-seconds=0", "exclusiveMinimum: got 0, want 0"),
     ("settings.health-port=70000", "maximum: got 70,000, want 65,535"),
+    ("settings.namespace-lookup-timeout-seconds=0", "exclusiveMinimum: got 0, want 0"),
+    ("settings.namespace-lookup-timeout-seconds=30", "exclusiveMaximum: got 30, want 30"),
+    ("namespaces.beforeSync=inject", "value must be one of 'fail', 'skip'"),
+    # Gone: the webhook's scope is now the Pods that use podpatterns (README, "Scope").
+    ("webhook.annotatedPodsOnly=true", "additional properties 'annotatedPodsOnly' not allowed"),
+    ("policyGuard.entries.log-shipper[0].name=log-shipper", "missing property 'image'"),
+    ("policyGuard.entries.log-shipper[0].image=busybox:${params.tag}", "/policyGuard/entries/log-shipper/0/image"),
 ])
 def test_misspelt_or_mistyped_values_are_rejected_with_a_clear_error(setting, error):
     done = helm("template", "pp", str(CHART), "--set", setting)
@@ -337,6 +377,9 @@ def test_misspelt_or_mistyped_values_are_rejected_with_a_clear_error(setting, er
                                            "settings.shutdown-timeout-seconds (15)"),
     (["settings.drain-seconds=20", "settings.shutdown-timeout-seconds=10"], "(30)"),
     (["settings.health-port=8443"], "settings.health-port must differ from service.targetPort"),
+    (["settings.namespace-lookup-timeout-seconds=5"], "settings.namespace-lookup-timeout-seconds (5) must be less "
+                                                      "than webhook.timeoutSeconds (5)"),
+    (["settings.namespace-lookup-timeout-seconds=3", "webhook.timeoutSeconds=2"], "(3) must be less than"),
 ])
 def test_settings_that_would_break_shutdown_or_tls_are_refused_at_render(settings, error):
     done = helm("template", "pp", str(CHART), *_flags(settings))
@@ -363,6 +406,14 @@ def test_notes_tell_how_to_annotate_a_pod_and_check_it():
     assert 'podpatterns.io/inject: "log-shipper"' in notes
     assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in notes
     assert "podpatterns\\.io/status" in notes
+    # Which Pods the webhook sees, and how a Namespace opts in (README, "Scope").
+    assert "kubectl label namespace NS podpatterns.io/injection=enabled" in notes
+    assert "Any other Pod is created as if podpatterns were not installed, even while no replica is ready." in notes
+    assert f"Pods in {NAMESPACE}, kube-system, kube-public, kube-node-lease are never sent to the webhook." in notes
+    guarded = helm("install", "pp", str(CHART), "-n", NAMESPACE, "--dry-run=client", *_flags(SCENARIOS["guard-everything"]))
+    assert guarded.returncode == 0, guarded.stderr
+    assert "policy rules tailed: every namespace, Pods {\"matchLabels\":{\"tail\":\"yes\"}}" in guarded.stdout
+    assert "checks the mandatory rules prod-everything, tailed" in guarded.stdout
 
 
 def test_the_chart_readme_lists_every_value():
@@ -373,7 +424,7 @@ def test_the_chart_readme_lists_every_value():
         for key, value in tree.items():
             path = f"{prefix}{key}"
             # A map of free-form entries (resources, selectors…) is documented as one value.
-            if isinstance(value, dict) and value and path not in ("resources",):
+            if isinstance(value, dict) and value and path not in ("resources", "policyGuard.entries"):
                 yield from leaves(value, f"{path}.")
             else:
                 yield path
@@ -382,17 +433,11 @@ def test_the_chart_readme_lists_every_value():
     assert missing == []
 
 
-# --- The policy in the chart: what the server accepts, and the guard's CEL as the apiserver evaluates it
+# --- The policy in the chart: what the server accepts, and the guard's objects (its CEL, evaluated as the
+# apiserver does, is tests/test_chart_scope.py's)
 
-def _cel(expression: str, pod: dict[str, Any]) -> bool:
-    import celpy  # cel-python: a CEL implementation independent of the chart and the server
-
-    environment = celpy.Environment()
-    return bool(environment.program(environment.compile(expression)).evaluate({"object": celpy.json_to_cel(pod)}))
-
-
-def _chart_policy(tmp_path: Path) -> Path:
-    docs = render(SCENARIOS["policy-guard"])
+def _chart_policy(tmp_path: Path, scenario: str = "policy-guard") -> Path:
+    docs = render(SCENARIOS[scenario])
     path = tmp_path / "policy.yaml"
     path.write_text(find(docs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"])
     return path
@@ -405,45 +450,101 @@ def test_the_policy_from_values_is_what_the_server_accepts(tmp_path):
     assert "ok: rule prod-logs: inject log-shipper (mandatory)" in done.stdout
     empty = render([])
     assert yaml.safe_load(find(empty, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"])["spec"] == {}
+    # The guard scenario's policy and catalogue (charts/podpatterns/ci/guard-values.yaml) load together too.
+    catalogue = tmp_path / "catalogue"
+    catalogue.mkdir()
+    for file, text in find(render(SCENARIOS["guard-everything"]), "ConfigMap", f"{FULLNAME}-catalogue")["data"].items():
+        (catalogue / file).write_text(text)
+    done = subprocess.run([*podpatterns_command(), "policy", "validate", str(_chart_policy(tmp_path, "guard-everything")),
+                           "--catalog", str(catalogue)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ok: rule tailed: inject tailer (mandatory)" in done.stdout
 
 
-def test_the_policy_guard_denies_exactly_the_pods_the_webhook_did_not_inject(tmp_path):
+def test_the_policy_guard_is_one_policy_and_binding_per_mandatory_rule_in_the_webhooks_scope():
     docs = render(SCENARIOS["policy-guard"])
     policies = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
     assert [p["metadata"]["name"] for p in policies] == [f"{FULLNAME}-prod-logs"]  # only the mandatory rule
+    spec = policies[0]["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}]
+    assert [v["name"] for v in spec["variables"]] == ["mirror", "holds", "heldBefore"]
     binding = find(docs, "ValidatingAdmissionPolicyBinding", f"{FULLNAME}-prod-logs")["spec"]
     assert binding["validationActions"] == ["Deny"] and binding["policyName"] == f"{FULLNAME}-prod-logs"
     assert binding["matchResources"]["namespaceSelector"] == {
         "matchLabels": {"env": "prod"},
         "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                              "values": [NAMESPACE, "kube-system"]}],
+                              "values": [NAMESPACE, "kube-system", "kube-public", "kube-node-lease"]}],
     }
     assert binding["matchResources"]["objectSelector"] == {"matchExpressions": [{"key": "batch", "operator": "DoesNotExist"}]}
-    (validation,) = policies[0]["spec"]["validations"]
-
-    # A Pod as the webhook leaves it (podpatterns inject with the chart's own policy) passes the guard;
-    # the same Pod created while the webhook was down (failurePolicy Ignore) is denied.
-    manifest = tmp_path / "pod.yaml"
-    manifest.write_text(yaml.safe_dump_all([
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"env": "prod"}}},
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"},
-         "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}},
-    ]))
-    injected = subprocess.run([*podpatterns_command(), "inject", "-f", str(manifest), "--policy", str(_chart_policy(tmp_path))],
-                              capture_output=True, text=True, timeout=60)
-    assert injected.returncode == 0, injected.stderr
-    pod = [d for d in yaml.safe_load_all(injected.stdout) if d["kind"] == "Pod"][0]
-    assert "log-shipper" in pod["metadata"]["annotations"]["podpatterns.io/status"]
-    assert _cel(validation["expression"], pod) is True
-    plain = [d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Pod"][0]
-    assert _cel(validation["expression"], plain) is False
-    other = {"metadata": {"annotations": {"podpatterns.io/status": '[{"entry":"json-log-adapter","pattern":"adapter","digest":"x"}]'}}}
-    assert _cel(validation["expression"], other) is False
+    # The webhook's own selectors and conditions narrow the guard as they narrow the webhook.
+    narrowed = render([*SCENARIOS["policy-guard"], "webhook.namespaceSelector.matchLabels.team=payments",
+                       "webhook.objectSelector.matchLabels.tier=web", "webhook.excludedNamespaces[0]=monitoring",
+                       "webhook.matchConditions[0].name=not-jobs",
+                       "webhook.matchConditions[0].expression=!has(object.metadata.ownerReferences)"])
+    resources = find(narrowed, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]
+    assert resources["namespaceSelector"]["matchLabels"] == {"team": "payments", "env": "prod"}
+    assert "monitoring" in resources["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert resources["objectSelector"]["matchLabels"] == {"tier": "web"}
+    assert find(narrowed, "ValidatingAdmissionPolicy")["spec"]["matchConditions"] == [
+        {"name": "not-jobs", "expression": "!has(object.metadata.ownerReferences)"}]
+    assert "ValidatingAdmissionPolicy" not in kinds(render(["-f", "tests/policy/chart-values.yaml"]))  # guard off
 
 
-def test_annotated_pods_only_sends_exactly_the_annotated_pods():
-    webhook = find(render(SCENARIOS["custom-selectors"]), "MutatingWebhookConfiguration")["webhooks"][0]
-    condition = next(c["expression"] for c in webhook["matchConditions"] if c["name"] == "annotated-pods-only")
-    assert _cel(condition, {"metadata": {"annotations": {"patterns.example.com/inject": "log-shipper"}}}) is True
-    assert _cel(condition, {"metadata": {"annotations": {"podpatterns.io/inject": "log-shipper"}}}) is False
-    assert _cel(condition, {"metadata": {}}) is False
+def test_the_guards_built_in_containers_are_the_built_in_catalogue_entries():
+    """policyGuard.entries must say what webhook/catalog/builtin/*.yaml inject, container for container: a
+    built-in whose image changes without this value would have the guard deny every injected Pod."""
+    builtin = ROOT / "webhook" / "catalog" / "builtin"
+    entries = {}
+    for path in sorted(builtin.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            entries[document["metadata"]["name"]] = [{"name": c["name"], "image": c["image"]}
+                                                     for c in document["spec"]["containers"]]
+    assert sorted(entries) == ["db-ambassador", "json-log-adapter", "log-shipper"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["policyGuard"]["entries"] == entries
+    for name, containers in entries.items():  # literal images: the guard compares them exactly
+        assert all("${" not in c["image"] and ":" in c["image"] for c in containers), name
+
+
+# --- RBAC: what the chart README says is what each certificates mode renders
+
+MODES = {"selfManaged": SCENARIOS["default"], "certManager": SCENARIOS["cert-manager"],
+         "existingSecret": SCENARIOS["existing-secret"]}
+
+
+def _readme_rbac() -> dict[str, set[tuple[str, str, str, str, tuple[str, ...]]]]:
+    """The chart README's RBAC table: mode -> {(kind, apiGroup, resource, resourceName, verbs)}."""
+    section = (CHART / "README.md").read_text().split("## RBAC", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, set] = {mode: set() for mode in MODES}
+    for line in section.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or cells[0] in ("modes", "") or set(cells[0]) <= {"-"}:
+            continue
+        modes, kind, group, resource, name, verbs = cells
+        group = "" if group == "core" else group
+        name = "" if name == "any" else name.replace("<fullname>", FULLNAME)
+        for mode in (MODES if modes == "all" else [m.strip().strip("`") for m in modes.split(",")]):
+            rows[mode].add((kind, group, resource, name, tuple(v.strip() for v in verbs.split(","))))
+    return rows
+
+
+def test_the_chart_readme_says_which_rbac_each_certificates_mode_renders():
+    documented = _readme_rbac()
+    assert documented["selfManaged"] and documented["certManager"]
+    for mode, settings in MODES.items():
+        docs = render(settings)
+        rendered = set()
+        for role in [d for d in docs if d["kind"] in ("ClusterRole", "Role")]:
+            for rule in role["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        for name in rule.get("resourceNames") or [""]:
+                            rendered.add((role["kind"], group, resource, name, tuple(rule["verbs"])))
+        assert rendered == documented[mode], mode
+        # Each role is bound, by a binding of its own kind, to the chart's ServiceAccount.
+        roles = {d["kind"] for d in docs if d["kind"] in ("ClusterRole", "Role")}
+        bindings = {d["kind"] for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")}
+        assert bindings == {f"{kind}Binding" for kind in roles}, mode
+        assert roles == {row[0] for row in documented[mode]}, mode

@@ -121,7 +121,7 @@ def seed(api: KubeApi, docs: list[dict[str, Any]]) -> None:
     """What `helm install` created that the server reads, plus the cluster's Namespaces."""
     configuration = find(docs, "MutatingWebhookConfiguration")
     api.put(configuration, f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{FULLNAME}")
-    for name, labels in ((NAMESPACE, {}), ("shop", {"env": "prod"}), ("kube-system", {})):
+    for name, labels in ((NAMESPACE, {}), ("shop", {"env": "prod"}), ("elsewhere", {}), ("kube-system", {})):
         api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
                 f"/api/v1/namespaces/{name}")
 
@@ -186,6 +186,8 @@ def test_the_default_install_runs_self_managed_and_enforces_the_chart_policy(tmp
     docs = render(SCENARIOS["policy-guard"])
     with KubeApi() as api:
         seed(api, docs)
+        # The Namespace watch is held back: a Namespace created after the list is read with a get.
+        api.fault("GET", "/api/v1/namespaces", watch=True, hold=True)
         deployment = Deployment(docs, tmp_path, api)
         try:
             secret_path = f"/api/v1/namespaces/{NAMESPACE}/secrets/{FULLNAME}-tls"
@@ -208,6 +210,11 @@ def test_the_default_install_runs_self_managed_and_enforces_the_chart_policy(tmp
             assert '"entry":"log-shipper"' in pod["metadata"]["annotations"]["podpatterns.io/status"]
             plain = client.mutate(pod_review("elsewhere"))
             assert plain["allowed"] is True and "patch" not in plain
+            api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"labels": {"env": "prod"}}},
+                    "/api/v1/namespaces/fresh")
+            body = pod_review("fresh")
+            pod = apply(body["request"]["object"], ops_of(client.mutate(body)))
+            assert '"entry":"log-shipper"' in pod["metadata"]["annotations"]["podpatterns.io/status"]
             client.close()
         finally:
             deployment.stop()
@@ -215,7 +222,7 @@ def test_the_default_install_runs_self_managed_and_enforces_the_chart_policy(tmp
     # Least privilege both ways: everything granted was needed.
     assert used >= {("create", "", "secrets"), ("get", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
                     ("patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
-                    ("list", "", "namespaces"), ("watch", "", "namespaces")}
+                    ("get", "", "namespaces"), ("list", "", "namespaces"), ("watch", "", "namespaces")}
 
 
 @pytest.mark.slow

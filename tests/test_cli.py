@@ -10,6 +10,7 @@ import yaml
 from cryptography import x509
 
 from tests.helpers import assert_valid_pod, podpatterns_command
+from webhook.catalog import catalogue
 from webhook.cli import commands as cli
 
 POD_SPEC = {"containers": [{"name": "app", "image": "example/app:1"}]}
@@ -108,13 +109,22 @@ def test_explain_says_what_from_where_and_why_not(tmp_path, capsys):
     path = tmp_path / "pods.yaml"
     path.write_text(yaml.safe_dump_all(docs))
     assert cli.main(["explain", "-f", str(path)]) == 0
+    digest = catalogue.load()["log-shipper"].digest
+    claim = (f"annotation podpatterns.io/status claims it, digest sha256:0; the catalogue's is {digest}, "
+             "but the Pod has no container log-shipper; injected afresh")
     assert capsys.readouterr().out.splitlines() == [
         "Pod a in namespace shop:",
         "  db-ambassador: injected, requested by annotation podpatterns.io/inject",
         "    upstream = pg.shop.svc:5432  (annotation db-ambassador.podpatterns.io/upstream)",
         "    port = 5432  (default)",
         "    maxConnections = 100  (default)",
-        "  log-shipper: not injected, already injected (annotation podpatterns.io/status)",
+        # The status annotation claims log-shipper, but the Pod does not hold it: a claim, not proof.
+        f"  log-shipper: injected, requested by annotation podpatterns.io/inject; {claim}",
+        "    endpoint = fluentd.logging.svc:24224  (default)",
+        "    logDir = /var/log/app  (default)",
+        "    logVolumeSize = 256Mi  (default)",
+        "    bufferMB = 256  (default)",
+        f"  warning: log-shipper: {claim}",
         "Pod b in namespace default:",
         "  nothing to inject: no podpatterns.io/inject annotation on the Pod or its Namespace, and no policy rule adds one",
         "Pod c in namespace default:",

@@ -1,6 +1,7 @@
 """The Namespace cache: list+watch with the real `kubernetes` client against the stand-in API (tests/kubeapi.py),
 which streams watch events, expires and drops watches, and fails or holds lists on demand; then the same
-through `podpatterns serve --watch-namespaces`."""
+through `podpatterns serve --watch-namespaces`. The lookup of a Namespace the cache has not seen:
+tests/test_namespace_lookup.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.helpers import (
 from tests.kubeapi import KubeApi
 from webhook.cluster.namespacecache import Backoff, NamespaceCache
 from webhook.core.engine import NamespaceInfo
-from webhook.core.namespaces import NotSynced
+from webhook.core.namespaces import NamespaceUnavailable, NotCached
 
 NAMESPACES = "/api/v1/namespaces"
 POLICY = os.path.join(os.path.dirname(__file__), "policy", "policy.yaml")
@@ -50,6 +51,19 @@ def revision_of(api: KubeApi, name: str) -> str:
     return api.get(f"{NAMESPACES}/{name}")["metadata"]["resourceVersion"]
 
 
+def cached(cache: NamespaceCache, name: str) -> NamespaceInfo | None:
+    """What the cache holds for `name`, without starting a lookup."""
+    return cache._snapshot.get(name)
+
+
+def looked_up(cache: NamespaceCache, name: str, timeout: float = 5.0) -> NamespaceInfo:
+    """A lookup of a Namespace the cache does not hold, as the server waits for it."""
+    with pytest.raises(NotCached) as miss:
+        cache.lookup(name)
+    assert miss.value.name == name
+    return miss.value.pending.result(timeout)
+
+
 @pytest.fixture
 def api():
     with KubeApi() as running:
@@ -63,8 +77,8 @@ def caches(api):
     """Makes started caches on the stand-in (fast backoff) and stops them all at the end."""
     made: list[NamespaceCache] = []
 
-    def make(unsynced: str = "fail", watch_seconds: int = 300, backoff: Backoff | None = None) -> NamespaceCache:
-        cache = NamespaceCache(api.client(), unsynced, watch_seconds=watch_seconds,
+    def make(watch_seconds: int = 300, backoff: Backoff | None = None, lookup_timeout: float = 2.0) -> NamespaceCache:
+        cache = NamespaceCache(api.client(), lookup_timeout=lookup_timeout, watch_seconds=watch_seconds,
                                backoff=backoff or Backoff(initial=0.05, cap=0.2))
         made.append(cache)
         cache.start()
@@ -86,7 +100,11 @@ def test_the_first_list_fills_the_cache_then_a_watch_continues_from_its_version(
     assert cache.synced
     assert cache.lookup("dev") == NamespaceInfo("dev", {"env": "dev"}, {INJECT: "json-log-adapter"})
     assert cache.lookup("prod") == NamespaceInfo("prod", {"env": "prod"}, {})
-    assert cache.lookup("nowhere") == NamespaceInfo("nowhere")  # unknown once synced: no labels, no defaults
+    # Unknown once synced: read from the API, never taken for a Namespace without labels.
+    with pytest.raises(NamespaceUnavailable) as missing:
+        looked_up(cache, "nowhere")
+    assert (missing.value.code, missing.value.reason) == (404, "HTTP 404 Not Found")
+    assert "nowhere" not in cache._snapshot  # not found is not cached
 
     [listed] = api.lists(NAMESPACES)
     [watch] = eventually(lambda: api.watches(NAMESPACES))
@@ -104,11 +122,11 @@ def test_added_modified_and_deleted_namespaces_are_reflected(api, caches):
     before = cache._snapshot
 
     api.put(namespace({"team": "shop"}), f"{NAMESPACES}/shop")
-    eventually(lambda: cache.lookup("shop").labels == {"team": "shop"})
+    eventually(lambda: cached(cache, "shop") and cache.lookup("shop").labels == {"team": "shop"})
     api.put(namespace({"env": "prod"}, {INJECT: "log-shipper"}), f"{NAMESPACES}/shop")
-    eventually(lambda: cache.lookup("shop") == NamespaceInfo("shop", {"env": "prod"}, {INJECT: "log-shipper"}))
+    eventually(lambda: cached(cache, "shop") == NamespaceInfo("shop", {"env": "prod"}, {INJECT: "log-shipper"}))
     api.delete(f"{NAMESPACES}/dev")
-    eventually(lambda: cache.lookup("dev") == NamespaceInfo("dev"))
+    eventually(lambda: cached(cache, "dev") is None)
 
     # Each event replaced the snapshot: one a request held on to never changed under it.
     assert sorted(before) == ["dev", "prod"] and before["dev"].labels == {"env": "dev"}
@@ -123,7 +141,7 @@ def test_a_connection_dropped_mid_event_resumes_from_the_last_version_without_a_
     with caplog.at_level("WARNING", logger="podpatterns"):
         api.put(namespace({"n": "1"}), f"{NAMESPACES}/first")
         api.put(namespace({"n": "2"}), f"{NAMESPACES}/second")  # in flight when the connection breaks
-        eventually(lambda: cache.lookup("second").labels == {"n": "2"})
+        eventually(lambda: cached(cache, "second") and cache.lookup("second").labels == {"n": "2"})
 
     assert cache.lookup("first").labels == {"n": "1"}
     first, resumed = api.watches(NAMESPACES)
@@ -147,7 +165,7 @@ def test_a_failing_watch_is_retried_from_the_same_version(api, caches, fault):
     assert first.parameter("resourceVersion") == second.parameter("resourceVersion") == "102"
     assert second.at - first.at >= 0.05  # after the backoff
     api.put(namespace({"n": "1"}), f"{NAMESPACES}/later")
-    eventually(lambda: cache.lookup("later").labels == {"n": "1"})
+    eventually(lambda: cached(cache, "later") and cache.lookup("later").labels == {"n": "1"})
     assert len(api.lists(NAMESPACES)) == 1
 
 
@@ -184,7 +202,7 @@ def test_410_gone_relists_and_drops_what_was_deleted_meanwhile(api, caches, capl
         api.compact()
         resume.release()
         eventually(lambda: len(api.lists(NAMESPACES)) == 2)
-        eventually(lambda: cache.lookup("dev") == NamespaceInfo("dev"))
+        eventually(lambda: cached(cache, "dev") is None)
 
     assert cache.lookup("prod").annotations == {INJECT: "log-shipper"}
     assert cache.lookup("kept").labels == {"n": "1"}
@@ -224,25 +242,25 @@ def test_backoff_doubles_up_to_its_cap_and_resets():
     assert [backoff.next(first_free=True), backoff.next(first_free=True)] == [0.0, 1.0]
 
 
-@pytest.mark.parametrize("unsynced", ["fail", "skip"])
-def test_lookups_before_the_first_list(api, caches, unsynced):
-    held = api.fault("GET", NAMESPACES, watch=False, hold=True)
-    cache = caches(unsynced)
+def test_lookups_before_the_first_list_read_the_namespace_and_the_list_keeps_it(api, caches):
+    held = api.fault("GET", NAMESPACES, watch=False, times=1, hold=True)  # the list only, not a get
+    cache = caches()
     eventually(lambda: api.lists(NAMESPACES))  # the list has arrived and is held
     assert not cache.synced
-    if unsynced == "fail":
-        with pytest.raises(NotSynced):
-            cache.lookup("dev")
-    else:
-        assert cache.lookup("dev") == NamespaceInfo("dev")  # as if it had no labels or annotations
+    with pytest.raises(NotCached) as miss:
+        cache.lookup("dev")
+    assert miss.value.synced is False and miss.value.timeout == 2.0
+    assert miss.value.pending.result(5) == NamespaceInfo("dev", {"env": "dev"}, {INJECT: "json-log-adapter"})
+    assert cache.lookup("dev").labels == {"env": "dev"}  # cached: no second get
+    assert len(api.requested("GET", f"{NAMESPACES}/dev")) == 1
     held.release()
     synced(cache)
-    assert cache.lookup("dev").labels == {"env": "dev"}
+    assert cache.lookup("dev").labels == {"env": "dev"} and cache.lookup("prod").labels == {"env": "prod"}
 
 
-def test_an_unknown_unsynced_mode_is_refused(api):
-    with pytest.raises(ValueError, match="unsynced must be one of fail, skip, not 'ignore'"):
-        NamespaceCache(api.client(), "ignore")
+def test_a_lookup_timeout_that_is_not_positive_is_refused(api):
+    with pytest.raises(ValueError, match="lookup_timeout must be more than 0"):
+        NamespaceCache(api.client(), lookup_timeout=0)
 
 
 def test_the_server_ending_a_watch_renews_it_from_the_same_version(api, caches):
@@ -307,9 +325,9 @@ def test_serve_is_not_ready_until_the_first_list_then_follows_namespace_changes(
             eventually(lambda: api.lists(NAMESPACES), 10)
             assert server.client.get("/readyz").status_code == 503
             assert server.client.get("/healthz").status_code == 200  # alive, only not ready
-            refused = server.mutate(pod_in("shop"))
-            assert refused.status_code == 503
-            assert "has not read the cluster's Namespaces yet" in refused.json()["error"]
+            # A review that still arrives reads its Namespace from the API: decided with its default.
+            assert injected(server, pod_in("shop")) == ["json-log-adapter"]
+            assert len(api.requested("GET", f"{NAMESPACES}/shop")) == 1
 
             held.release()
             eventually(lambda: server.client.get("/readyz").status_code == 200, 10)
@@ -324,22 +342,6 @@ def test_serve_is_not_ready_until_the_first_list_then_follows_namespace_changes(
             eventually(lambda: injected(server, pod_in("shop")) == ["json-log-adapter", "log-shipper"], 10)
             assert len(api.lists(NAMESPACES)) == 1
             assert '"message":"namespaces listed"' in server.output()
-        finally:
-            server.stop()
-
-
-@pytest.mark.slow
-def test_serve_with_unsynced_skip_answers_before_the_first_list(tmp_path):
-    with KubeApi() as api:
-        api.put(namespace({"env": "prod"}), f"{NAMESPACES}/prod")
-        api.fault("GET", NAMESPACES, watch=False, hold=True)  # never released: the cache never syncs
-        server = Server(tmp_path, "--quiet", "--watch-namespaces", "--unsynced-namespaces", "skip", "--policy", POLICY,
-                        env=server_env(api, tmp_path))
-        try:
-            eventually(lambda: api.lists(NAMESPACES), 10)
-            assert server.client.get("/readyz").status_code == 503
-            # Without namespace labels the prod-logs rule cannot select the namespace: only the Pod's own entry.
-            assert injected(server, pod_in("prod", {INJECT: "json-log-adapter"})) == ["json-log-adapter"]
         finally:
             server.stop()
 

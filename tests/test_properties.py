@@ -175,12 +175,15 @@ def test_app_container_additions_match_the_plain_computation(data):
            "spec": {"containers": containers, "volumes": [{"name": "mine", "emptyDir": {}}]}}
     expected, denial = reference_app_additions(pod, chosen, log_dirs)
     view = read_pod(pod, "default")
-    chosen_entries = [(CATALOGUE[name], engine._resolve_parameters(
-        CATALOGUE[name], engine._supplied_parameters(view, CATALOGUE, AnnotationKeys(), set(chosen), set(), []).get(name, {}),
-        AnnotationKeys())) for name in chosen]
+    supplied = engine._supplied_parameters(view, CATALOGUE, AnnotationKeys(), set(chosen), [])
+    chosen_entries = []
+    for name in chosen:
+        params = engine._resolve_parameters(CATALOGUE[name], supplied.get(name, {}), AnnotationKeys())
+        rendered, native = engine._render(CATALOGUE[name], params, view, engine.Settings())
+        chosen_entries.append(engine._Chosen(CATALOGUE[name], rendered, native))
     warnings: list[str] = []
     try:
-        add = engine._additions(view, chosen_entries, engine.Settings(), warnings)
+        add = engine._additions(view, chosen_entries, warnings)
     except engine.Denied as err:
         assert denial is not None and str(err).startswith(denial), (str(err), denial)
         return

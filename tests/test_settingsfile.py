@@ -45,6 +45,9 @@ def test_settings_from_the_file_are_used_and_the_command_line_wins(tmp_path):
     ("quiet: yes please\n", "quiet must be true or false"),
     ("- port\n", "expected a mapping of settings, got list"),
     ("prefix: a\nport: [\n", ".yaml:3: not valid YAML"),
+    ("namespace-lookup-timeout-seconds: 45\n",
+     "namespace-lookup-timeout-seconds: must be more than 0 and less than 30 (the longest webhook timeout), got 45"),
+    ("unsynced-namespaces: inject\n", "unsynced-namespaces must be one of fail, skip, got 'inject'"),
 ])
 def test_a_broken_settings_file_is_refused_with_file_and_key(tmp_path, text, error):
     settings = tmp_path / "settings.yaml"

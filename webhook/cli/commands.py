@@ -132,9 +132,14 @@ def _namespace_options(serve: argparse.ArgumentParser) -> None:
     group = serve.add_argument_group("Namespaces (their annotations and labels drive defaults and policy rules)")
     group.add_argument("--watch-namespaces", action="store_true",
                        help="keep a cache of the cluster's Namespaces with a list+watch (in a cluster)")
+    group.add_argument("--namespace-lookup-timeout-seconds", type=_lookup_timeout, default=2.0,
+                       help="a review whose Namespace the cache has not seen (new, or before the first list) reads it "
+                            "from the API and waits at most this long (default 2; keep it well under the webhook's "
+                            "timeoutSeconds)")
     group.add_argument("--unsynced-namespaces", choices=["fail", "skip"], default="fail",
-                       help="before the first list: fail (answer 503, the failurePolicy decides) or skip "
-                            "(inject without namespace information); default fail")
+                       help="when a review's Namespace cannot be read (the lookup fails or times out, e.g. before the "
+                            "first list): fail (deny it with the reason) or skip (answer 503 with the reason, so the "
+                            "webhook's failurePolicy decides); never injected without the Namespace; default fail")
     group.add_argument("--namespaces-file", metavar="FILE",
                        help="Namespace manifests to use instead of a cluster (development and tests)")
 
@@ -298,6 +303,14 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _lookup_timeout(text: str) -> float:
+    # The apiserver waits at most 30 s for a webhook (timeoutSeconds); a lookup must end well within that.
+    value = float(text)
+    if not 0 < value < 30:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and less than 30 (the longest webhook timeout), got {text}")
     return value
 
 

@@ -63,7 +63,8 @@ def explain(result: Result, keys_inject: str) -> str:
         lines.append(f"  nothing to inject: no {keys_inject} annotation on the Pod or its Namespace, and no policy rule adds one")
     for decision in plan.decisions:
         if decision.injected:
-            lines.append(f"  {decision.entry}: injected, {decision.source}")
+            again = f"; {decision.reason}" if decision.reason else ""
+            lines.append(f"  {decision.entry}: injected, {decision.source}{again}")
             for name, (value, origin) in decision.parameters.items():
                 lines.append(f"    {name} = {_text(value)}  ({origin})")
         elif plan.denial is None:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from webhook.core import limits, podkinds, podresources
+from webhook.core import limits, podkinds, podresources, updates, verify
 from webhook.core.entries import Catalogue, Entry
 from webhook.core.keys import DEFAULT_CONTAINER, AnnotationKeys
 from webhook.core.parameters import ParameterError
@@ -53,7 +53,7 @@ class Decision:
     entry: str
     source: str  # who asked for it, as a phrase: "requested by annotation …", "added by rule … (mandatory)"
     injected: bool
-    reason: str = ""  # why not, when not injected
+    reason: str = ""  # why not, when not injected; why again, when re-injected
     parameters: dict[str, tuple[Any, str]] = field(default_factory=dict)  # name -> (value, where it came from)
 
 
@@ -97,6 +97,16 @@ def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = ""
     return result
 
 
+def check_update(old: Any, new: Any, catalogue: Catalogue, settings: Settings) -> str | None:
+    """Why an UPDATE of a Pod is refused (it changes what an entry injected; webhook.core.updates), or None.
+    Objects that are not Pod-shaped are the apiserver's to refuse."""
+    try:
+        old_view, new_view = read_pod(old), read_pod(new)
+    except PodShapeError:
+        return None
+    return updates.violation(old_view, new_view, catalogue, settings.keys)
+
+
 def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: NamespaceInfo, policy: Policy,
           result: Plan) -> None:
     keys = settings.keys
@@ -113,30 +123,41 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
     if podkinds.is_windows(pod):
         requested = _without_linux_entries(requested, result)
     records = _status_records(pod, keys)
-    done = {r["entry"] for r in records}
-    supplied = _supplied_parameters(pod, catalogue, keys, {r.entry for r in requested}, done, result.warnings)
+    claimed = {r["entry"]: r for r in records}
+    supplied = _supplied_parameters(pod, catalogue, keys, {r.entry for r in requested}, result.warnings)
     environment = namespace.labels.get(policy.environment_label)
     by_environment = policy.environments.get(environment, {}) if environment is not None else {}
-    chosen: list[tuple[Entry, dict[str, tuple[Any, str]]]] = []
+    chosen: list[_Chosen] = []
     for request in requested:
-        if request.entry in done:
-            result.decisions.append(Decision(request.entry, request.source, False,
-                                             f"already injected (annotation {keys.status})"))
-            continue
         entry = catalogue[request.entry]
         environment_values = {
             name: (value, f"environment {environment} (namespace label {policy.environment_label})")
             for name, value in by_environment.get(entry.name, {}).items()
         }
         values = _resolve_parameters(entry, environment_values | supplied.get(entry.name, {}), keys)
-        result.decisions.append(Decision(request.entry, request.source, True, parameters=values))
-        chosen.append((entry, values))
+        rendered, native = _render(entry, values, pod, settings)
+        reinjected = ""
+        if entry.name in claimed:
+            # The annotation is a claim: it counts only when the Pod holds what the entry injects.
+            wrong = verify.mismatch(pod, rendered)
+            if wrong is None:
+                result.decisions.append(Decision(request.entry, request.source, False,
+                                                 f"already injected (annotation {keys.status}), and the Pod holds it"))
+                continue
+            # Stale (an older catalogue version) or forged: either way the Pod gets what the entry injects now.
+            digest = claimed[entry.name]["digest"]
+            version = "" if digest == entry.digest else f", digest {digest}; the catalogue's is {entry.digest}"
+            reinjected = f"annotation {keys.status} claims it{version}, but {wrong}; injected afresh"
+            result.warnings.append(f"{entry.name}: {reinjected}")
+        result.decisions.append(Decision(request.entry, request.source, True, reinjected, parameters=values))
+        chosen.append(_Chosen(entry, rendered, native, replace=bool(reinjected)))
+    records = [r for r in records if r["entry"] not in {c.entry.name for c in chosen}]
     limits_rule = next((rule for rule in rules if rule.resources is not None), None)
     cap_rules = [rule for rule in rules if rule.max_containers is not None]
     if not chosen and limits_rule is None and not cap_rules:
         return
     check_containers(pod)
-    additions = _additions(pod, chosen, settings, result.warnings) if chosen else Additions()
+    additions = _additions(pod, chosen, result.warnings) if chosen else Additions()
     if cap_rules:
         limits.check_container_count(pod, additions, min(cap_rules, key=lambda rule: rule.max_containers))
     if limits_rule is not None:
@@ -144,9 +165,14 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
         warnings, notes = limits.apply(pod, additions, limits_rule)
         result.warnings += warnings
         result.notes += notes
+    for kind, index in additions.replaced:  # a replaced container is the entry's, not an app container
+        additions.app_resources.pop((kind, index), None)
+        if kind == "containers":
+            additions.app_env.pop(index, None)
+            additions.app_mounts.pop(index, None)
     additions.pod_resources = podresources.grown(pod, additions.native_sidecars + additions.containers)
     if chosen:
-        records += [{"entry": e.name, "pattern": e.pattern, "digest": e.digest} for e, _ in chosen]
+        records += [{"entry": c.entry.name, "pattern": c.entry.pattern, "digest": c.entry.digest} for c in chosen]
         additions.annotations[keys.status] = orjson.dumps(records).decode()
         if DEFAULT_CONTAINER not in pod.annotations:
             # Keeps `kubectl logs` and `kubectl exec` on the app, not on an injected container.
@@ -275,7 +301,7 @@ def _status_records(pod: PodView, keys: AnnotationKeys) -> list[dict[str, str]]:
 
 
 def _supplied_parameters(
-    pod: PodView, catalogue: Catalogue, keys: AnnotationKeys, requested: set[str], done: set[str], warnings: list[str]
+    pod: PodView, catalogue: Catalogue, keys: AnnotationKeys, requested: set[str], warnings: list[str]
 ) -> dict[str, dict[str, tuple[Any, str]]]:
     supplied: dict[str, dict[str, tuple[Any, str]]] = {}
     for key, text in pod.annotations.items():
@@ -288,8 +314,6 @@ def _supplied_parameters(
             continue
         if name not in requested:
             warnings.append(f"annotation {key}: {name} is not requested for this Pod; ignored")
-            continue
-        if name in done:
             continue
         entry = catalogue[name]
         param = entry.parameters.get(param_name)
@@ -319,9 +343,25 @@ def _resolve_parameters(entry: Entry, supplied: dict[str, tuple[Any, str]], keys
     return values
 
 
-def _additions(
-    pod: PodView, chosen: list[tuple[Entry, dict[str, tuple[Any, str]]]], settings: Settings, warnings: list[str]
-) -> Additions:
+@dataclass
+class _Chosen:
+    entry: Entry
+    rendered: Rendered
+    native: bool
+    replace: bool = False  # re-injected: its containers and volumes in the Pod (look-alikes, stale) are replaced
+
+
+def _render(entry: Entry, params: dict[str, tuple[Any, str]], pod: PodView, settings: Settings) -> tuple[Rendered, bool]:
+    values = {f"params.{name}": entry.parameters[name].rendered(value) for name, (value, _) in params.items()} | {
+        "pod.name": pod.name,
+        "pod.namespace": pod.namespace,
+        "pod.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
+    }
+    native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
+    return entry.renders.get(values, native), native
+
+
+def _additions(pod: PodView, chosen: list[_Chosen], warnings: list[str]) -> Additions:
     add = Additions()
     names = {c["name"]: f"spec.{kind}" for kind in CONTAINER_LISTS for c in pod.lists[kind] or ()}
     ports = {
@@ -331,16 +371,11 @@ def _additions(
         for p in c.get("ports") or ()
     }
     volumes = {v["name"]: v for v in pod.volumes or ()}
-    pod_values = {
-        "pod.name": pod.name,
-        "pod.namespace": pod.namespace,
-        "pod.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
-    }
-    renders = []
-    for entry, params in chosen:
-        values = {f"params.{name}": entry.parameters[name].rendered(value) for name, (value, _) in params.items()} | pod_values
-        native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
-        renders.append((entry, entry.renders.get(values, native), native))
+    renders = [(c.entry, c.rendered, c.native) for c in chosen]
+    replaced = set()
+    for item in chosen:
+        if item.replace:
+            replaced |= _replace_in_place(pod, item, add, names, ports, volumes)
     same_for_all = _same_for_all(pod, [rendered for _, rendered, _ in renders])
     app = _AppContainers(pod) if same_for_all is None else None
     _warn_env_from(pod, renders, warnings)
@@ -354,6 +389,8 @@ def _additions(
             clash = podkinds.host_network_clash(pod, entry.name, container)
             if clash:
                 raise Denied(clash)
+            if name in replaced:
+                continue
             if name in names:
                 raise Denied(f"{entry.name}: its container {name!r} clashes with the container {name!r} in {names[name]}")
             names[name] = f"entry {entry.name}"
@@ -388,6 +425,36 @@ def _additions(
             if mounts:
                 add.app_mounts[index] = list(mounts)
     return add
+
+
+def _replace_in_place(pod: PodView, item: _Chosen, add: Additions, names: dict[str, str],
+                      ports: dict[tuple[Any, str], str], volumes: dict[str, dict[str, Any]]) -> set[str]:
+    """Strip and re-inject, as Istio does with what its status annotation lists: the containers and volumes
+    of a re-injected entry that the Pod has under the entry's names (look-alikes, or an older version's)
+    are replaced where they stand. Returns the names of the containers replaced."""
+    done = set()
+    for container in item.rendered.containers:
+        where = verify.find_container(pod, container["name"])
+        if where is None:
+            continue
+        kind, index = where
+        # Kept in its list: a native sidecar there, a regular container in spec.containers.
+        fresh = {k: v for k, v in container.items() if k != "restartPolicy"}
+        if kind == "initContainers":
+            fresh["restartPolicy"] = "Always"
+        add.replaced[(kind, index)] = fresh
+        for key in [key for key, owner in ports.items() if owner == container["name"]]:
+            del ports[key]
+        for port in fresh.get("ports") or ():
+            ports[(port["containerPort"], port.get("protocol", "TCP"))] = container["name"]
+        names[container["name"]] = f"entry {item.entry.name}"
+        done.add(container["name"])
+    for volume in item.rendered.volumes:
+        index = next((i for i, v in enumerate(pod.volumes or ()) if v.get("name") == volume["name"]), None)
+        if index is not None and pod.volumes[index] != volume:
+            add.replaced_volumes[index] = volume
+            volumes[volume["name"]] = volume
+    return done
 
 
 def _warn_env_from(pod: PodView, renders: list[tuple[Entry, Rendered, bool]], warnings: list[str]) -> None:

@@ -25,6 +25,9 @@ class Additions:
     app_mounts: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     # (container list, index) -> the whole new resources object of an app container (policy defaults)
     app_resources: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    # Strip and re-inject (webhook.core.verify): (list, index) -> the entry's container that replaces the Pod's
+    replaced: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    replaced_volumes: dict[int, dict[str, Any]] = field(default_factory=dict)
     # "requests"/"limits" -> resource -> the Pod-level value that replaces the Pod's (webhook.core.podresources)
     pod_resources: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -43,6 +46,10 @@ def operations(pod: PodView, add: Additions) -> list[Op]:
     # Before the native sidecars are inserted: they shift the indexes of the app's init containers.
     for (kind, index), resources in add.app_resources.items():
         ops.append({"op": "add", "path": f"/spec/{kind}/{index}/resources", "value": resources})
+    for (kind, index), container in add.replaced.items():
+        ops.append({"op": "replace", "path": f"/spec/{kind}/{index}", "value": container})
+    for index, volume in add.replaced_volumes.items():
+        ops.append({"op": "replace", "path": f"/spec/volumes/{index}", "value": volume})
     for kind, values in add.pod_resources.items():
         for resource, quantity in values.items():
             ops.append({"op": "replace", "path": f"/spec/resources/{kind}/{resource}", "value": quantity})

@@ -15,7 +15,7 @@ import pybase64
 
 from webhook.core import engine
 from webhook.core.configuration import Configuration
-from webhook.core.namespaces import Namespaces, NotSynced
+from webhook.core.namespaces import Namespaces, NamespaceUnavailable, NotCached
 from webhook.logs import event
 from webhook.server.wire import API_VERSION, AdmissionResponse
 
@@ -32,13 +32,19 @@ class Answer:
 
 
 def review(body: bytes, configuration: Configuration, namespaces: Namespaces | None = None) -> Answer:
-    """Raises BadReview, and NotSynced while the Namespaces were never read (the caller answers 503)."""
+    """Raises BadReview, and NotCached when the Namespace is not in the cache (the caller waits for the lookup
+    under way and asks again with what it read)."""
     request = _decode(body)
     uid = request["uid"]
     try:
         return answer(request, configuration, namespaces)
-    except NotSynced:
+    except NotCached:
         raise
+    except NamespaceUnavailable as err:  # refused with the reason, never decided without the Namespace's labels
+        event(logging.WARNING, "denied: namespace unavailable", uid=uid, namespace=err.name, error=err.reason,
+              reason=err.message)
+        return Answer(_encode({"uid": uid, "allowed": False, "status": {"code": err.code, "message": err.message,
+                                                                          "reason": err.status_reason}}), "unavailable")
     except Exception:  # a bug must still answer the apiserver, and deny rather than skip injection
         event(logging.ERROR, "internal error while answering a review", uid=uid, exc_info=True)
         return Answer(_deny(uid, 500, "podpatterns internal error; the webhook's log has the details"), "error")
@@ -66,8 +72,16 @@ def answer(request: dict[str, Any], configuration: Configuration, namespaces: Na
     uid = request["uid"]
     kind = request.get("kind")
     is_pod = isinstance(kind, dict) and kind.get("kind") == "Pod" and kind.get("group") == ""
-    # Only a new Pod is injected: UPDATEs, subresources (ephemeralcontainers, status…) pass unchanged.
-    if not is_pod or request.get("operation") != "CREATE" or request.get("subResource"):
+    # Only a new Pod is injected; an UPDATE may not change what was injected; subresources (ephemeralcontainers,
+    # status, resize…) and other kinds pass unchanged.
+    if not is_pod or request.get("subResource") or request.get("operation") not in ("CREATE", "UPDATE"):
+        return Answer(_allow(uid), "unchanged")
+    if request["operation"] == "UPDATE":
+        refused = engine.check_update(request.get("oldObject"), request.get("object"), configuration.catalogue,
+                                      configuration.settings)
+        if refused is not None:
+            event(logging.INFO, "denied", uid=uid, namespace=request.get("namespace"), reason=refused)
+            return Answer(_deny(uid, 403, refused), "denied")
         return Answer(_allow(uid), "unchanged")
     namespace = request.get("namespace") if isinstance(request.get("namespace"), str) else ""
     info = namespaces.lookup(namespace) if namespaces is not None else None
@@ -93,7 +107,7 @@ def _allow(uid: str, ops: list[dict[str, Any]] | None = None, warnings: list[str
 
 
 def _deny(uid: str, code: int, message: str, warnings: list[str] | None = None) -> bytes:
-    reason = "BadRequest" if code == 400 else "InternalError"
+    reason = {400: "BadRequest", 403: "Forbidden"}.get(code, "InternalError")
     response: AdmissionResponse = {"uid": uid, "allowed": False, "status": {"code": code, "message": message, "reason": reason}}
     if warnings:
         response["warnings"] = warnings

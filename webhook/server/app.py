@@ -3,10 +3,16 @@
 /mutate is dispatched before FastAPI ever sees it: measured with bench/ (see README, "Performance"),
 FastAPI's routing and request/response machinery cost more per request than uvicorn, TLS and HTTP
 together, for nothing the endpoint needs. The engine's own orjson answer is already the response body.
+
+A review whose Namespace is not in the cache waits for the cache's lookup (a worker thread) without
+blocking the event loop, at most the lookup timeout; then it is decided with what was read, or refused
+with the reason: denied (`--unsynced-namespaces fail`), or an HTTP 503 whose body is a Kubernetes Status
+the apiserver shows, so the webhook's failurePolicy decides (`skip`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -15,11 +21,22 @@ import orjson
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from webhook.core.configuration import ConfigurationHolder
-from webhook.core.namespaces import Namespaces, NotSynced
+from webhook.core.configuration import Configuration, ConfigurationHolder
+from webhook.core.namespaces import (
+    Namespaces,
+    NamespaceUnavailable,
+    NotCached,
+    RefusedNamespaces,
+    StaticNamespaces,
+)
 from webhook.logs import event
 from webhook.server import admission
-from webhook.server.metrics import BY_OUTCOME, LATENCY, count_injection
+from webhook.server.metrics import (
+    BY_OUTCOME,
+    LATENCY,
+    NAMESPACE_LOOKUPS,
+    count_injection,
+)
 
 DEFAULT_MAX_BODY = 3 * 1024 * 1024  # the apiserver's own limit on a request body
 JSON = "application/json"
@@ -35,15 +52,30 @@ class BodyTooLarge(Exception):
     pass
 
 
+# What a review whose Namespace cannot be read gets (--unsynced-namespaces): fail, a denial with the reason;
+# skip, an HTTP 503 with the reason, so the webhook's failurePolicy decides.
+UNREADABLE_MODES = ("fail", "skip")
+
+
+class Deferred(Exception):
+    """The Namespace could not be read and the webhook's failurePolicy is to decide: an HTTP 503 with the reason."""
+
+
 class Webhook:
     """The ASGI application: POST /mutate straight to the admission code, everything else to FastAPI."""
 
     def __init__(self, holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 namespaces: Namespaces | None = None, ready: Callable[[], bool] | None = None):
-        """`ready`, when given, is asked by every GET /readyz (e.g. whether the Namespace cache has synced)."""
+                 namespaces: Namespaces | None = None, ready: Callable[[], bool] | None = None,
+                 unreadable: str = "fail"):
+        """`ready`, when given, is asked by every GET /readyz (e.g. whether the Namespace cache has synced).
+        `unreadable`: what a review whose Namespace could not be read gets: `fail` a denial with the reason,
+        `skip` an HTTP 503 with the reason (the failurePolicy decides)."""
+        if unreadable not in UNREADABLE_MODES:
+            raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
         self.holder = holder
         self.max_body_bytes = max_body_bytes
         self.namespaces = namespaces
+        self.unreadable = unreadable
         self.draining = False
         self.api = _health_and_metrics(lambda: not self.draining and (ready is None or ready()))
 
@@ -62,11 +94,15 @@ class Webhook:
         body = b""
         try:
             body = await _read_body(scope, receive, self.max_body_bytes)
-            answer = admission.review(body, self.holder.current, self.namespaces)
-        except NotSynced:
-            # Answered like an outage, so the webhook configuration's failurePolicy decides.
-            return await self.refuse(send, 503, "podpatterns has not read the cluster's Namespaces yet; retry",
-                                     "unavailable", body)
+            configuration = self.holder.current  # one configuration for both tries
+            try:
+                answer = admission.review(body, configuration, self.namespaces)
+            except NotCached as miss:
+                answer = await self.looked_up(body, configuration, miss)
+        except Deferred as err:
+            # Answered like an outage, so the webhook configuration's failurePolicy decides; the body is a
+            # Status, whose message the apiserver shows instead of its generic "unable to handle the request".
+            return await self.refuse(send, 503, str(err), "unavailable", body, status_body=True)
         except BodyTooLarge:
             # The connection is closed rather than drained of the rest of the body.
             return await self.refuse(send, 413, f"request body is larger than {self.max_body_bytes} bytes",
@@ -79,17 +115,45 @@ class Webhook:
         LATENCY.observe(time.perf_counter() - started)
         await _send(send, 200, answer.body, self.draining)
 
+    async def looked_up(self, body: bytes, configuration: Configuration, miss: NotCached) -> admission.Answer:
+        """The review decided with its Namespace as the lookup read it; or, when the lookup fails or outlasts
+        its timeout, refused with the reason (a denial, or Deferred). Never decided without the Namespace."""
+        waiting = asyncio.wrap_future(miss.pending)  # shared with other reviews: never cancelled here
+        done, _ = await asyncio.wait((waiting,), timeout=miss.timeout)
+        if not done:
+            waiting.add_done_callback(_retrieved)
+            failure, result = NamespaceUnavailable(miss.name, f"timeout after {miss.timeout:g} s",
+                                                   synced=miss.synced), "timeout"
+        elif waiting.cancelled():
+            failure, result = NamespaceUnavailable(miss.name, "lookup cancelled, the server is stopping",
+                                                   synced=miss.synced), "error"
+        elif isinstance(waiting.exception(), NamespaceUnavailable):
+            failure = waiting.exception()
+            result = "not_found" if failure.code == 404 else "error"
+        elif waiting.exception() is not None:  # a bug: refused all the same
+            failure, result = NamespaceUnavailable(miss.name, type(waiting.exception()).__name__,
+                                                   synced=miss.synced), "error"
+        else:
+            NAMESPACE_LOOKUPS["found"].inc()
+            return admission.review(body, configuration, StaticNamespaces([waiting.result()]))
+        NAMESPACE_LOOKUPS[result].inc()
+        if self.unreadable == "skip" and failure.code == 503:
+            raise Deferred(failure.deferred_message)
+        return admission.review(body, configuration, RefusedNamespaces(failure))
+
     async def refuse(self, send: Send, status: int, message: str, outcome: str, body: bytes,
-                     close: bool = False) -> None:
-        """An HTTP error with a JSON body, counted, and logged as one line with the uid when the body has one."""
+                     close: bool = False, status_body: bool = False) -> None:
+        """An HTTP error with a JSON body (also a Kubernetes Status when `status_body`), counted, and logged as
+        one line with the uid when the body has one."""
         BY_OUTCOME[outcome].inc()
         event(logging.WARNING, "refused", status=status, reason=message, uid=_uid_in(body))
-        await _send(send, status, _error(status, message), close or self.draining)
+        await _send(send, status, _error(status, message, status_body), close or self.draining)
 
 
 def create_app(holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
-               namespaces: Namespaces | None = None, ready: Callable[[], bool] | None = None) -> Webhook:
-    return Webhook(holder, max_body_bytes, namespaces, ready)
+               namespaces: Namespaces | None = None, ready: Callable[[], bool] | None = None,
+               unreadable: str = "fail") -> Webhook:
+    return Webhook(holder, max_body_bytes, namespaces, ready, unreadable)
 
 
 def _health_and_metrics(ready: Callable[[], bool]) -> FastAPI:
@@ -149,5 +213,19 @@ def _uid_in(body: bytes) -> str | None:
     return uid if isinstance(uid, str) else None
 
 
-def _error(status: int, message: str) -> bytes:
-    return orjson.dumps({"error": message, "code": status})
+def _retrieved(waiting: asyncio.Future[Any]) -> None:
+    """Marks the outcome of a lookup nobody waits for any more as seen (asyncio logs an unseen exception)."""
+    if not waiting.cancelled():
+        waiting.exception()
+
+
+STATUS_REASONS = {503: "ServiceUnavailable"}
+
+
+def _error(status: int, message: str, status_body: bool = False) -> bytes:
+    if not status_body:
+        return orjson.dumps({"error": message, "code": status})
+    # The apiserver's client reads a Status with status Failure from an error answer, and shows its message
+    # ("failed calling webhook …: failed to call webhook: MESSAGE"); `error` keeps the shape of the other errors.
+    return orjson.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+                         "reason": STATUS_REASONS.get(status, "InternalError"), "code": status, "error": message})

@@ -18,6 +18,13 @@ LATENCY = Histogram(
 # Children bound once: a labels() lookup per request is measurable at thousands of requests a second.
 BY_OUTCOME = {outcome: REQUESTS.labels(outcome) for outcome in OUTCOMES}
 
+# Reviews whose Namespace was not in the cache and waited for its lookup (webhook/cluster/namespacecache.py), by
+# result: found (decided with it), not_found, error, timeout (refused: outcome unavailable).
+LOOKUP_RESULTS = ("found", "not_found", "error", "timeout")
+LOOKUPS = Counter("podpatterns_namespace_lookups", "Reviews that waited for a Namespace the cache had not seen, "
+                  "by the lookup's result", ["result"])
+NAMESPACE_LOOKUPS = {result: LOOKUPS.labels(result) for result in LOOKUP_RESULTS}
+
 # Hot reload of the catalogue and policy (webhook/server/reload.py). Alert on the gauge: 0 means files on disk
 # that do not load, while the last good configuration is still served.
 CONFIG_RELOADS = Counter("podpatterns_config_reloads", "Reloads of the catalogue and policy after their files changed, "

@@ -82,16 +82,18 @@ def run(args: argparse.Namespace) -> int:
         bundle = certs.ca_bundle(certificates.ca_file)
         print(f"# caBundle: {bundle}")
         print("# Apply this to point a cluster at this server (kubectl apply -f -):")
-        print(yaml.safe_dump(mutating_webhook_configuration(f"https://{host}:{args.port}/mutate", bundle), sort_keys=False))
+        print(yaml.safe_dump(mutating_webhook_configuration(f"https://{host}:{args.port}/mutate", bundle, prefix=args.prefix), sort_keys=False))
         sys.stdout.flush()
 
     holder = ConfigurationHolder(configuration)
     certfile, keyfile = certificates.certfile, certificates.keyfile
     cache = namespaces if isinstance(namespaces, NamespaceCache) else None
     app = create_app(holder, max_body_bytes=args.max_body_bytes, namespaces=namespaces,
-                     ready=(lambda: cache.synced) if cache is not None else None)
+                     ready=(lambda: cache.synced) if cache is not None else None,
+                     unreadable=args.unsynced_namespaces)
     if cache is not None:
-        cache.start()  # /readyz answers 503 until its first list has arrived
+        # /readyz answers 503 until its first list has arrived; a review meanwhile looks its Namespace up.
+        cache.start()
     limits = Limits.of(args)
     config = uvicorn_config(app, args.host, args.port, certfile, keyfile, limits)
     reloader = CertificateReloader(config.ssl, certfile, keyfile)
@@ -175,7 +177,7 @@ def _namespaces(args: argparse.Namespace, api: ApiClient | None) -> Namespaces |
     """Where the Namespaces' labels and annotations come from: the cluster (a watched cache), a file of
     Namespace manifests, or none."""
     if args.watch_namespaces:
-        return NamespaceCache(api, args.unsynced_namespaces)
+        return NamespaceCache(api, lookup_timeout=args.namespace_lookup_timeout_seconds)
     if not args.namespaces_file:
         return None
     try:
