@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import apply
 from webhook.catalog import catalogue
-from webhook.core import engine
+from webhook.core import additions, engine
 from webhook.core.keys import AnnotationKeys
 from webhook.core.pod import read_pod
 from webhook.core.template import render
@@ -180,11 +180,11 @@ def test_app_container_additions_match_the_plain_computation(data):
     for name in chosen:
         params = engine._resolve_parameters(CATALOGUE[name], supplied.get(name, {}), AnnotationKeys())
         rendered, native = engine._render(CATALOGUE[name], params, view, engine.Settings())
-        chosen_entries.append(engine._Chosen(CATALOGUE[name], rendered, native))
+        chosen_entries.append(additions.Chosen(CATALOGUE[name], rendered, native))
     warnings: list[str] = []
     try:
-        add = engine._additions(view, chosen_entries, warnings)
-    except engine.Denied as err:
+        add = additions.build(view, chosen_entries, warnings)
+    except additions.Clash as err:
         assert denial is not None and str(err).startswith(denial), (str(err), denial)
         return
     assert denial is None, denial

@@ -8,18 +8,16 @@ globals: the HTTP endpoint, the CLI and the tests all call `plan`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain, repeat
 from typing import Any, Mapping
 
 import orjson
 
-from webhook.core import limits, podkinds, podresources, updates, verify
+from webhook.core import additions, limits, podkinds, podresources, updates, verify
 from webhook.core.entries import Catalogue, Entry
 from webhook.core.keys import DEFAULT_CONTAINER, AnnotationKeys
 from webhook.core.parameters import ParameterError
 from webhook.core.patch import Additions, Op, operations
 from webhook.core.pod import (
-    CONTAINER_LISTS,
     PodShapeError,
     PodView,
     check_containers,
@@ -92,7 +90,7 @@ def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = ""
         _plan(view, catalogue, settings, namespace_info or NamespaceInfo(view.namespace), policy, result)
     except PodShapeError as err:
         result.ops, result.denial = [], f"the object is not a valid Pod: {err}"
-    except (Denied, limits.LimitDenied) as err:
+    except (Denied, additions.Clash, limits.LimitDenied) as err:
         result.ops, result.denial = [], str(err)
     return result
 
@@ -127,7 +125,7 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
     supplied = _supplied_parameters(pod, catalogue, keys, {r.entry for r in requested}, result.warnings)
     environment = namespace.labels.get(policy.environment_label)
     by_environment = policy.environments.get(environment, {}) if environment is not None else {}
-    chosen: list[_Chosen] = []
+    chosen: list[additions.Chosen] = []
     for request in requested:
         entry = catalogue[request.entry]
         environment_values = {
@@ -150,34 +148,34 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
             reinjected = f"annotation {keys.status} claims it{version}, but {wrong}; injected afresh"
             result.warnings.append(f"{entry.name}: {reinjected}")
         result.decisions.append(Decision(request.entry, request.source, True, reinjected, parameters=values))
-        chosen.append(_Chosen(entry, rendered, native, replace=bool(reinjected)))
+        chosen.append(additions.Chosen(entry, rendered, native, replace=bool(reinjected)))
     records = [r for r in records if r["entry"] not in {c.entry.name for c in chosen}]
     limits_rule = next((rule for rule in rules if rule.resources is not None), None)
     cap_rules = [rule for rule in rules if rule.max_containers is not None]
     if not chosen and limits_rule is None and not cap_rules:
         return
     check_containers(pod)
-    additions = _additions(pod, chosen, result.warnings) if chosen else Additions()
+    added = additions.build(pod, chosen, result.warnings) if chosen else Additions()
     if cap_rules:
-        limits.check_container_count(pod, additions, min(cap_rules, key=lambda rule: rule.max_containers))
+        limits.check_container_count(pod, added, min(cap_rules, key=lambda rule: rule.max_containers))
     if limits_rule is not None:
         check_resources(pod)
-        warnings, notes = limits.apply(pod, additions, limits_rule)
+        warnings, notes = limits.apply(pod, added, limits_rule)
         result.warnings += warnings
         result.notes += notes
-    for kind, index in additions.replaced:  # a replaced container is the entry's, not an app container
-        additions.app_resources.pop((kind, index), None)
+    for kind, index in added.replaced:  # a replaced container is the entry's, not an app container
+        added.app_resources.pop((kind, index), None)
         if kind == "containers":
-            additions.app_env.pop(index, None)
-            additions.app_mounts.pop(index, None)
-    additions.pod_resources = podresources.grown(pod, additions.native_sidecars + additions.containers)
+            added.app_env.pop(index, None)
+            added.app_mounts.pop(index, None)
+    added.pod_resources = podresources.grown(pod, added.native_sidecars + added.containers)
     if chosen:
         records += [{"entry": c.entry.name, "pattern": c.entry.pattern, "digest": c.entry.digest} for c in chosen]
-        additions.annotations[keys.status] = orjson.dumps(records).decode()
+        added.annotations[keys.status] = orjson.dumps(records).decode()
         if DEFAULT_CONTAINER not in pod.annotations:
             # Keeps `kubectl logs` and `kubectl exec` on the app, not on an injected container.
-            additions.annotations[DEFAULT_CONTAINER] = pod.containers[0]["name"]
-    result.ops = operations(pod, additions)
+            added.annotations[DEFAULT_CONTAINER] = pod.containers[0]["name"]
+    result.ops = operations(pod, added)
 
 
 def _show(value: str) -> str:
@@ -343,14 +341,6 @@ def _resolve_parameters(entry: Entry, supplied: dict[str, tuple[Any, str]], keys
     return values
 
 
-@dataclass
-class _Chosen:
-    entry: Entry
-    rendered: Rendered
-    native: bool
-    replace: bool = False  # re-injected: its containers and volumes in the Pod (look-alikes, stale) are replaced
-
-
 def _render(entry: Entry, params: dict[str, tuple[Any, str]], pod: PodView, settings: Settings) -> tuple[Rendered, bool]:
     values = {f"params.{name}": entry.parameters[name].rendered(value) for name, (value, _) in params.items()} | {
         "pod.name": pod.name,
@@ -359,180 +349,3 @@ def _render(entry: Entry, params: dict[str, tuple[Any, str]], pod: PodView, sett
     }
     native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
     return entry.renders.get(values, native), native
-
-
-def _additions(pod: PodView, chosen: list[_Chosen], warnings: list[str]) -> Additions:
-    add = Additions()
-    names = {c["name"]: f"spec.{kind}" for kind in CONTAINER_LISTS for c in pod.lists[kind] or ()}
-    ports = {
-        (p["containerPort"], p.get("protocol", "TCP")): c["name"]
-        for kind in ("containers", "initContainers")
-        for c in pod.lists[kind] or ()
-        for p in c.get("ports") or ()
-    }
-    volumes = {v["name"]: v for v in pod.volumes or ()}
-    renders = [(c.entry, c.rendered, c.native) for c in chosen]
-    replaced = set()
-    for item in chosen:
-        if item.replace:
-            replaced |= _replace_in_place(pod, item, add, names, ports, volumes)
-    same_for_all = _same_for_all(pod, [rendered for _, rendered, _ in renders])
-    app = _AppContainers(pod) if same_for_all is None else None
-    _warn_env_from(pod, renders, warnings)
-    for entry, rendered, native in renders:
-        for key, value in rendered.annotations.items():
-            # The entry's own: a value the Pod brought under that key (forged or stale) is replaced.
-            if add.annotations.setdefault(key, value) != value:
-                raise Denied(f"{entry.name}: its annotation {key} clashes with another entry's")
-        for container in rendered.containers:
-            name = container["name"]
-            clash = podkinds.host_network_clash(pod, entry.name, container)
-            if clash:
-                raise Denied(clash)
-            if name in replaced:
-                continue
-            if name in names:
-                raise Denied(f"{entry.name}: its container {name!r} clashes with the container {name!r} in {names[name]}")
-            names[name] = f"entry {entry.name}"
-            for port in container.get("ports") or ():
-                key = (port["containerPort"], port.get("protocol", "TCP"))
-                if key in ports:
-                    raise Denied(
-                        f"{entry.name}: port {key[0]}/{key[1]} of its container {name!r} clashes with "
-                        f"container {ports[key]!r}, which uses the same port (containers share the Pod's network)"
-                    )
-                ports[key] = name
-            (add.native_sidecars if native else add.containers).append(container)
-        for volume in rendered.volumes:
-            existing = volumes.get(volume["name"])
-            if existing is None:
-                volumes[volume["name"]] = volume
-                add.volumes.append(volume)
-            elif existing != volume:  # an identical volume is shared, e.g. the log volume of two entries
-                raise Denied(f"{entry.name}: its volume {volume['name']!r} clashes with a different volume of that name")
-        if app is not None:
-            app.add(entry, rendered, add, warnings)
-        if not native and pod.spec.get("restartPolicy", "Always") != "Always":
-            warnings.append(
-                f"{entry.name} runs as a regular container: a Pod with restartPolicy "
-                f"{pod.spec.get('restartPolicy')} will not complete while it runs (native sidecars need Kubernetes >= 1.29)"
-            )
-    if same_for_all is not None:
-        env, mounts = same_for_all
-        for index in range(len(pod.containers)):
-            if env:
-                add.app_env[index] = list(env)  # a list each: the CLI's YAML would show one shared list as an alias
-            if mounts:
-                add.app_mounts[index] = list(mounts)
-    return add
-
-
-def _replace_in_place(pod: PodView, item: _Chosen, add: Additions, names: dict[str, str],
-                      ports: dict[tuple[Any, str], str], volumes: dict[str, dict[str, Any]]) -> set[str]:
-    """Strip and re-inject, as Istio does with what its status annotation lists: the containers and volumes
-    of a re-injected entry that the Pod has under the entry's names (look-alikes, or an older version's)
-    are replaced where they stand. Returns the names of the containers replaced."""
-    done = set()
-    for container in item.rendered.containers:
-        where = verify.find_container(pod, container["name"])
-        if where is None:
-            continue
-        kind, index = where
-        # Kept in its list: a native sidecar there, a regular container in spec.containers.
-        fresh = {k: v for k, v in container.items() if k != "restartPolicy"}
-        if kind == "initContainers":
-            fresh["restartPolicy"] = "Always"
-        add.replaced[(kind, index)] = fresh
-        for key in [key for key, owner in ports.items() if owner == container["name"]]:
-            del ports[key]
-        for port in fresh.get("ports") or ():
-            ports[(port["containerPort"], port.get("protocol", "TCP"))] = container["name"]
-        names[container["name"]] = f"entry {item.entry.name}"
-        done.add(container["name"])
-    for volume in item.rendered.volumes:
-        index = next((i for i, v in enumerate(pod.volumes or ()) if v.get("name") == volume["name"]), None)
-        if index is not None and pod.volumes[index] != volume:
-            add.replaced_volumes[index] = volume
-            volumes[volume["name"]] = volume
-    return done
-
-
-def _warn_env_from(pod: PodView, renders: list[tuple[Entry, Rendered, bool]], warnings: list[str]) -> None:
-    """Variables set in env win over the same names from envFrom: an app reading DB_HOST from its ConfigMap
-    would silently get the entry's value instead."""
-    sources = [(c["name"], c["envFrom"]) for c in pod.containers if isinstance(c.get("envFrom"), list) and c["envFrom"]]
-    if not sources:
-        return
-    for entry, rendered, _ in renders:
-        names = ", ".join(var["name"] for var in rendered.app_env)
-        for container, env_from in sources:
-            if names:
-                origin = ", ".join(next((f"{k} {v.get('name', '')}".strip() for k, v in ref.items() if isinstance(v, dict)), "envFrom")
-                                   for ref in env_from if isinstance(ref, dict))
-                warnings.append(f"container {container} takes variables from envFrom ({origin}); {entry.name} sets "
-                                f"{names} in env, which win over the same names there")
-
-
-def _same_for_all(pod: PodView, renders: list[Rendered]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
-    """The env and volumeMounts every app container gets, in the usual case where they are the same for all:
-    no app container has any of the entries' env var names or mount paths, and the entries agree where
-    they overlap (two log entries mounting the same log directory). None otherwise, where _AppContainers
-    decides container by container, with its warnings and denials."""
-    env: dict[str, dict[str, Any]] = {}
-    mounts: dict[str, dict[str, Any]] = {}
-    for rendered in renders:
-        for var in rendered.app_env:
-            if env.setdefault(var["name"], var) != var:
-                return None
-        for mount in rendered.app_mounts:
-            if mounts.setdefault(mount["mountPath"], mount) != mount:
-                return None
-    env_names, mount_paths = frozenset(env), frozenset(mounts)
-    for container in pod.containers:
-        # map(dict.get, …) reads the names at C speed: this loop is over everything the app containers have.
-        if not env_names.isdisjoint(map(dict.get, container.get("env") or (), repeat("name"))):
-            return None
-        if not mount_paths.isdisjoint(map(dict.get, container.get("volumeMounts") or (), repeat("mountPath"))):
-            return None
-    return list(env.values()), list(mounts.values())
-
-
-class _AppContainers:
-    """Entry after entry, what each app container has: its own env var names and mount paths, and those
-    added so far. Used where the additions are not the same for all (see _same_for_all): a name that is
-    already there keeps its value, with a warning if the entry's differs; a mount path that is already
-    there with another volume is a denial."""
-
-    def __init__(self, pod: PodView):
-        self.containers = pod.containers
-        self.env_names = [{var.get("name") for var in c.get("env") or ()} for c in self.containers]
-        self.mount_paths = [{m.get("mountPath") for m in c.get("volumeMounts") or ()} for c in self.containers]
-
-    def add(self, entry: Entry, rendered: Rendered, add: Additions, warnings: list[str]) -> None:
-        for index, container in enumerate(self.containers):
-            env_names, mount_paths = self.env_names[index], self.mount_paths[index]
-            for var in rendered.app_env:
-                if var["name"] not in env_names:
-                    env_names.add(var["name"])
-                    add.app_env.setdefault(index, []).append(var)
-                elif _existing(container.get("env"), add.app_env.get(index), "name", var["name"]) != var:
-                    warnings.append(f"container {container['name']} already sets {var['name']}; {entry.name} kept that value")
-            for mount in rendered.app_mounts:
-                if mount["mountPath"] not in mount_paths:
-                    mount_paths.add(mount["mountPath"])
-                    add.app_mounts.setdefault(index, []).append(mount)
-                    continue
-                have = _existing(container.get("volumeMounts"), add.app_mounts.get(index), "mountPath", mount["mountPath"])
-                if have != mount:
-                    raise Denied(
-                        f"{entry.name}: mount path {mount['mountPath']} in container {container['name']!r} clashes "
-                        f"with its mount of volume {have.get('name')!r}; change one of the two paths"
-                    )
-
-
-def _existing(own: list[dict[str, Any]] | None, added: list[dict[str, Any]] | None, key: str, value: str) -> dict[str, Any]:
-    """The item a container has under `key` = `value`: an added one, else the last of its own."""
-    for item in chain(reversed(added or ()), reversed(own or ())):
-        if item.get(key) == value:
-            return item
-    raise AssertionError(f"no {key} {value!r}")  # the caller saw it in the names
