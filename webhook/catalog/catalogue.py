@@ -32,7 +32,13 @@ from webhook.catalog.sourcemap import (
 from webhook.core.entries import Catalogue, Entry
 from webhook.core.keys import DEFAULT_PREFIX
 from webhook.core.parameters import Parameter, ParameterError
-from webhook.core.template import TemplateError, compile_tree, render, sequence
+from webhook.core.template import (
+    TemplateError,
+    compile_tree,
+    references,
+    render,
+    sequence,
+)
 
 API_VERSION = "podpatterns.io/v1alpha1"
 KIND = "PatternTemplate"
@@ -165,7 +171,7 @@ def _entry(doc: Document, filename: str) -> Entry:
             compiled(m, "volumeMount", ("spec", "appContainers", "volumeMounts", i))
             for i, m in enumerate(_list(app, "volumeMounts"))
         ]),
-        annotations=_compiled_annotations(annotations, parameters),
+        annotations=annotations,
         lifecycle=lifecycle,
         digest="sha256:" + hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16],
         origin=f"{filename}:{doc.line_of(())}",
@@ -209,33 +215,32 @@ def _source_path(path: list[Any], injected: int) -> list[Any]:
     return path
 
 
-def _annotations(data: Any, entry: str, parameters: dict[str, Parameter]) -> dict[str, str]:
-    """The annotations the entry adds to the Pod. A value is text some program parses (a config file), so
-    a placeholder in it may only take values that cannot change that text's structure: an enum, a
-    pattern, a path, an integer or a boolean, and the Pod's own names."""
+def _annotations(data: Any, entry: str, parameters: dict[str, Parameter]) -> Any:
+    """The annotations the entry adds to the Pod, compiled. A value is text some program parses (a config
+    file), so a placeholder in it may only take values that cannot change that text's structure: an enum,
+    a pattern, a path, a hostPort, an integer or a boolean, and the Pod's own names."""
     path = ("spec", "annotations")
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise Invalid(path, "spec.annotations must map annotation keys to strings")
-    for key, value in data.items():
+    for key in data:
         if not isinstance(key, str) or not ANNOTATION_KEY.match(key):
             raise Invalid(path + (key,), f"annotation key {key!r} must be prefix/name (a DNS prefix, a name of at most 63)")
         if key.startswith(f"{entry}.{DEFAULT_PREFIX}/") or key.split("/")[0] == DEFAULT_PREFIX:
             raise Invalid(path + (key,), f"annotation key {key!r} is the user contract's ({DEFAULT_PREFIX}/… and "
                                          f"{entry}.{DEFAULT_PREFIX}/…); use a prefix of the entry's own, e.g. "
                                          f"{entry}.config.{DEFAULT_PREFIX}/")
-        for name in re.findall(r"\$\{params\.([^}]*)\}", value):
-            param = parameters.get(name.strip())
-            if param is not None and param.type == "string" and not param.enum and param.pattern is None:
-                raise Invalid(path + (key,), f"${{params.{name.strip()}}} in an annotation needs a parameter with an "
-                                             f"enum or a pattern: a free string could change the text's structure")
-    return data
-
-
-def _compiled_annotations(annotations: dict[str, str], parameters: dict[str, Parameter]) -> Any:
     try:
-        return compile_tree(annotations, parameters, lambda path: "string")
+        compiled = compile_tree(data, parameters, lambda _: "string")
     except TemplateError as err:
-        raise Invalid(("spec", "annotations") + err.path, err.message) from None
+        raise Invalid(path + err.path, err.message) from None
+    for key in data:
+        for ref in sorted(references(compiled[key])):
+            scope, _, name = ref.partition(".")
+            param = parameters.get(name) if scope == "params" else None
+            if param is not None and param.type == "string" and not param.enum and param.pattern is None:
+                raise Invalid(path + (key,), f"${{{ref}}} in an annotation needs a parameter with an enum or a "
+                                             f"pattern: a free string could change the text's structure")
+    return compiled
 
 
 def _parameters(declared: Any) -> dict[str, Parameter]:

@@ -16,7 +16,7 @@ import orjson
 from webhook.core.entries import Catalogue
 from webhook.core.keys import AnnotationKeys
 from webhook.core.pod import PodView
-from webhook.core.verify import LISTS
+from webhook.core.verify import find_container
 
 
 def violation(old: PodView, new: PodView, catalogue: Catalogue, keys: AnnotationKeys) -> str | None:
@@ -58,11 +58,8 @@ def _container_names(entry: str, catalogue: Catalogue) -> list[str]:
 
 
 def _container(pod: PodView, name: str) -> dict[str, Any] | None:
-    for kind in LISTS:
-        for container in pod.lists[kind] or ():
-            if container.get("name") == name:
-                return container
-    return None
+    where = find_container(pod, name)
+    return None if where is None else pod.lists[where[0]][where[1]]
 
 
 def _change(before: dict[str, Any], after: dict[str, Any]) -> str:
