@@ -15,6 +15,7 @@ import contextlib
 import copy
 import datetime as dt
 import json
+import re
 import socket
 import sys
 import threading
@@ -23,8 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import jsonpatch
 import yaml
@@ -175,6 +176,12 @@ class KubeApi:
     revision: int = 100
     events: list[WatchEvent] = field(default_factory=list)
     compacted: int = 0  # a watch from an older resourceVersion gets 410 Gone
+    # GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH (the pod proxy; NAME may be `https:NAME:PORT`) answers the
+    # text at (NS, "NAME:PORT", "PATH"); an existing Pod without an entry gets the apiserver's 503 (port not reachable).
+    proxy: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # What admission does to a `?dryRun=All` create (the webhooks the real apiserver calls): (location, object) ->
+    # the object admitted, or an ApiError. A dry run stores nothing; without `admit` it comes back as sent.
+    admit: Callable[[Location, dict[str, Any]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -254,6 +261,8 @@ class KubeApi:
             obj.setdefault("metadata", {})["name"] = location.name
             old = self.objects.get(path)
             _identify(location, obj, old)
+            if "generation" not in obj["metadata"]:  # a test may set it, to stage a controller's lag
+                _generation(location, old, obj)
             return self._commit(path, obj, "MODIFIED" if old is not None else "ADDED")
 
     def delete(self, path: str) -> None:
@@ -323,10 +332,10 @@ class KubeApi:
         except ApiError as err:
             code, body = err.code, err.status()
         request.status = code
-        data = json.dumps(body).encode()
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()  # str: a proxied text
         try:
             handler.send_response(code)
-            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Type", "text/plain; version=0.0.4" if isinstance(body, str) else "application/json")
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()
             handler.wfile.write(data)
@@ -349,11 +358,16 @@ class KubeApi:
             if request.method != "GET":
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
             return 200, self.version
+        proxied = _POD_PROXY.match(request.path)
+        if proxied and request.method == "GET":
+            return self._proxy(*(unquote(part) for part in proxied.groups()))
         location = locate(request.path)
+        if location.name is None and request.method == "POST" and request.parameter("dryRun") == "All":
+            return 201, self._dry_run(location, request.body)  # admitted without the lock: `admit` may take a while
         with self.lock:
             if location.name is None:
                 if request.method == "GET":
-                    return 200, self._list(location)
+                    return 200, self._list(location, request.query)
                 if request.method == "POST":
                     return 201, self._create(location, request.body)
             else:
@@ -370,14 +384,42 @@ class KubeApi:
 
     # --- the verbs
 
+    def _proxy(self, namespace: str, target: str, path: str) -> tuple[int, str]:
+        pod = target.removeprefix("https:").removeprefix("http:").split(":")[0]
+        with self.lock:
+            text = self.proxy.get((namespace, target, path))
+            if text is None and f"/api/v1/namespaces/{namespace}/pods/{pod}" not in self.objects:
+                raise ApiError(404, "NotFound", f'pods "{pod}" not found', {"name": pod, "kind": "pods"})
+        if text is None:
+            raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp 10.0.0.1:{target.rsplit(':', 1)[-1]}: "
+                           "connect: connection refused")
+        return 200, text
+
+    def _dry_run(self, location: Location, body: Any) -> dict[str, Any]:
+        """A create with dryRun=All: named (generateName too), admitted by `admit`, stored nowhere."""
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {}) if isinstance(obj, dict) else {}
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        name = _body_name(obj)
+        with self.lock:
+            if f"{location.collection}/{name}" in self.objects:
+                raise ApiError(409, "AlreadyExists", f'{location.qualified} "{name}" already exists', location.details(name))
+        _identify(location, obj, None)
+        return self.admit(location, obj) if self.admit is not None else obj
+
     def _existing(self, location: Location, path: str) -> dict[str, Any]:
         found = self.objects.get(path)
         if found is None:
             raise location.not_found(location.name or "")
         return copy.deepcopy(found)
 
-    def _list(self, location: Location) -> dict[str, Any]:
-        items = [copy.deepcopy(o) for p, o in sorted(self.objects.items()) if p.rsplit("/", 1)[0] == location.collection]
+    def _list(self, location: Location, query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """A namespace's collection, or (no namespace in the path) the resource across all namespaces, as
+        `kubectl get -A` lists it; `labelSelector` (equality and `!key`/`key` terms) filters as the real API does."""
+        selector = _label_selector((query or {}).get("labelSelector", [""])[0])
+        items = [copy.deepcopy(o) for p, o in sorted(self.objects.items())
+                 if _in_collection(p, location) and selector((o.get("metadata") or {}).get("labels") or {})]
         return {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.revision)}, "items": items}
 
     def _create(self, location: Location, body: Any) -> dict[str, Any]:
@@ -387,6 +429,7 @@ class KubeApi:
             raise ApiError(409, "AlreadyExists", f'{location.qualified} "{name}" already exists', location.details(name))
         obj = copy.deepcopy(body)
         _identify(location, obj, None)
+        _generation(location, None, obj)
         return self._commit(path, obj, "ADDED")
 
     def _update(self, location: Location, path: str, body: Any) -> dict[str, Any]:
@@ -399,6 +442,7 @@ class KubeApi:
         obj = copy.deepcopy(body)
         _immutable(location, old, obj)
         _identify(location, obj, old)
+        _generation(location, old, obj)
         return self._commit(path, obj, "MODIFIED")
 
     def _patch(self, location: Location, path: str, content_type: str, body: Any) -> dict[str, Any]:
@@ -417,6 +461,7 @@ class KubeApi:
         # A resourceVersion in the patch is a precondition, as in the real API.
         self._precondition(location, old, obj.get("metadata", {}).get("resourceVersion"))
         _immutable(location, old, obj)
+        _generation(location, old, obj)
         return self._commit(path, obj, "MODIFIED")
 
     def _delete(self, location: Location, path: str) -> dict[str, Any]:
@@ -536,6 +581,38 @@ class _Chunks:
         self.handler.close_connection = True
 
 
+def _in_collection(path: str, location: Location) -> bool:
+    parent = path.rsplit("/", 1)[0]
+    if parent == location.collection:
+        return True
+    if location.namespace is not None:
+        return False
+    # /api/v1/pods lists /api/v1/namespaces/*/pods
+    root, _, resource = location.collection.rpartition("/")
+    head, _, rest = parent.partition(f"{root}/namespaces/")
+    return not head and rest.count("/") == 1 and rest.endswith(f"/{resource}")
+
+
+def _label_selector(text: str):
+    """A matcher for a labelSelector of `k=v`, `k==v`, `k!=v`, `k` and `!k` terms (set-based terms are not served)."""
+    terms = []
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            terms.append(lambda labels, k=key.strip(), v=value.strip(): labels.get(k) != v)
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            terms.append(lambda labels, k=key.strip(), v=value.strip(): labels.get(k) == v)
+        elif term.startswith("!"):
+            terms.append(lambda labels, k=term[1:].strip(): k not in labels)
+        else:
+            terms.append(lambda labels, k=term: k in labels)
+    return lambda labels: all(t(labels) for t in terms)
+
+
+_POD_PROXY = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/proxy/?(.*)$")
+
+
 def _body_name(body: Any) -> str:
     name = body.get("metadata", {}).get("name") if isinstance(body, dict) else None
     if not name:
@@ -553,6 +630,15 @@ def _identify(location: Location, obj: dict[str, Any], old: dict[str, Any] | Non
         meta["uid"], meta["creationTimestamp"] = old["metadata"]["uid"], old["metadata"]["creationTimestamp"]
     if location.namespace:
         meta["namespace"] = location.namespace
+
+
+def _generation(location: Location, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+    """metadata.generation of the apps/v1 workloads as the real API keeps it: 1 at creation, one more for each
+    change of the spec (a `rollout restart` patch); status and metadata changes leave it."""
+    if location.group != "apps":
+        return
+    before = int((old or {}).get("metadata", {}).get("generation") or 0)
+    new["metadata"]["generation"] = before + 1 if old is None or old.get("spec") != new.get("spec") else before
 
 
 def _immutable(location: Location, old: dict[str, Any], new: dict[str, Any]) -> None:

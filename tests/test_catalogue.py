@@ -49,7 +49,7 @@ spec:
 BROKEN = [
     ("bad-yaml", "spec: [unclosed\n", 2, "invalid YAML"),
     ("unknown-field", GOOD.replace("  pattern: adapter\n", "  pattern: adapter\n  sidecarz: true\n"), 7,
-     "unknown field spec.sidecarz; allowed: annotations, appContainers, containers, description, lifecycle, parameters, pattern, volumes"),
+     "unknown field spec.sidecarz; allowed: annotations, appContainers, containers, description, imagePullSecrets, lifecycle, parameters, pattern, volumes"),
     ("unknown-placeholder", GOOD.replace("${params.verbose}", "${params.verbos}"), 15,
      "unknown placeholder ${params.verbos}; known: params.port, params.verbose, pod.name, pod.namespace, pod.serviceAccountName"),
     ("schema", GOOD.replace("name: metrics}", "name: metrics, protocol: [TCP]}"), 16,
@@ -61,7 +61,7 @@ BROKEN = [
     ("duplicate-key", GOOD.replace("  lifecycle: regular\n", "  lifecycle: regular\n  lifecycle: native\n"), 9,
      "duplicate key 'lifecycle'"),
     ("bad-parameter", GOOD.replace("type: boolean, default: false", "type: bool"), 11,
-     "parameter verbose: type 'bool' is not one of string, integer, boolean, path, hostPort"),
+     "parameter verbose: type 'bool' is not one of string, integer, boolean, path, hostPort, quantity"),
     ("bad-default", GOOD.replace("default: 9102", "default: 80"), 10,
      "parameter port: default/enum value 80: expected an integer from 1024 to 65535"),
     ("missing-volume", GOOD.replace("    readinessProbe:", "    volumeMounts: [{name: data, mountPath: /d}]\n    readinessProbe:"), 17,
@@ -222,7 +222,9 @@ def test_renders_are_kept_per_parameter_values_and_bounded():
 
     entries = catalogue.load()
     log_shipper = entries["log-shipper"]
-    assert log_shipper.renders.references == ("params.bufferMB", "params.endpoint", "params.logDir", "params.logVolumeSize")
+    assert log_shipper.renders.references == ("params.bufferMB", "params.cpuLimit", "params.cpuRequest", "params.endpoint",
+                                              "params.logDir", "params.logVolumeSize", "params.memoryLimit",
+                                              "params.memoryRequest")
     first = injected_container(entries, pod_for("log-shipper"))
     assert injected_container(entries, pod_for("log-shipper")) is first  # the same values: one render
     other = injected_container(entries, pod_for("log-shipper", {"log-shipper.podpatterns.io/logDir": "/logs"}))

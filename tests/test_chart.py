@@ -49,6 +49,9 @@ SCENARIOS: dict[str, list[str]] = {
     "plain-health-port": ["settings.health-port=9090", "settings.drain-seconds=10", "terminationGracePeriodSeconds=40"],
     # Every built-in and a catalogue entry mandatory, rules whose scopes nest and one that selects everything.
     "guard-everything": ["-f", "charts/podpatterns/ci/guard-values.yaml"],
+    # The background audit writing PolicyReports, with the chart's own CRD (tests/test_chart_audit.py runs it).
+    "audit": ["audit.interval=300", "audit.writeReports=true", "audit.installPolicyReportCRD=true",
+              "webhook.excludedNamespaces[0]=monitoring"],
 }
 
 CERTIFICATES_FROM_OUTSIDE = {"cert-manager", "cert-manager-cluster-issuer", "existing-secret"}
@@ -67,7 +70,8 @@ def _flags(settings: list[str]) -> list[str]:
 
 
 def render(settings: list[str], *extra: str) -> list[dict[str, Any]]:
-    done = helm("template", "pp", str(CHART), "-n", NAMESPACE, *_flags(settings), *extra)
+    """What `helm install` creates; the `helm test` hook's objects are tests/test_chart_operator.py's."""
+    done = helm("template", "pp", str(CHART), "-n", NAMESPACE, "--skip-tests", *_flags(settings), *extra)
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -160,6 +164,16 @@ def test_rbac_is_exactly_what_the_server_reads_and_writes(scenario):
     watch_namespaces = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
     for binding in [b for b in ("RoleBinding", "ClusterRoleBinding") if b in rbac]:
         assert rbac[binding]["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    if name == "audit":
+        # The background audit lists Pods and keeps its PolicyReports (README, "Background audit").
+        assert rbac["ClusterRole"]["rules"][-3:] == [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+            {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": ["list", "create"]},
+            {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "resourceNames": ["podpatterns-audit"],
+             "verbs": ["get", "update", "delete"]},
+        ]
+        # The rest is the default install's (a copy: the rendered documents are shared by the scenario's tests).
+        rbac["ClusterRole"] = {**rbac["ClusterRole"], "rules": rbac["ClusterRole"]["rules"][:-3]}
     if name in CERTIFICATES_FROM_OUTSIDE:
         # Certificates from cert-manager or the user: the server only watches Namespaces.
         assert sorted(rbac) == ["ClusterRole", "ClusterRoleBinding"]
@@ -490,6 +504,10 @@ def test_the_policy_guard_is_one_policy_and_binding_per_mandatory_rule_in_the_we
     assert find(narrowed, "ValidatingAdmissionPolicy")["spec"]["matchConditions"] == [
         {"name": "not-jobs", "expression": "!has(object.metadata.ownerReferences)"}]
     assert "ValidatingAdmissionPolicy" not in kinds(render(["-f", "tests/policy/chart-values.yaml"]))  # guard off
+    # A mandatory rule being rolled out (enforcement warn or audit) admits Pods lacking its entries: no guard.
+    for enforcement, guarded in (("warn", []), ("audit", []), ("enforce", [f"{FULLNAME}-prod-logs"])):
+        rolled = render([*SCENARIOS["policy-guard"], f"policy.rules[0].enforcement={enforcement}"])
+        assert [p["metadata"]["name"] for p in rolled if p["kind"] == "ValidatingAdmissionPolicy"] == guarded
 
 
 def test_the_guards_built_in_containers_are_the_built_in_catalogue_entries():

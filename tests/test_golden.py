@@ -16,7 +16,9 @@ from tests.helpers import GOLDEN, assert_valid_pod
 from webhook.cli import commands as cli
 from webhook.cli import workloads
 
-EXTRA_ARGS = {"regular-lifecycle": ["--kube-version", "1.28"]}
+EXTRA_ARGS = {"regular-lifecycle": ["--kube-version", "1.28"],
+              "air-gapped": ["--image-registry", "registry.internal/mirror", "--image-pull-secret", "internal-registry",
+                             "--image-pull-secret", "fluent-bit-mirror"]}
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))
 
 

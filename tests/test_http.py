@@ -123,7 +123,8 @@ def test_all_three_patterns_in_one_pod(server):
          "annotation db-ambassador.podpatterns.io/upstream: value 'pg:5432\\n-x' is not accepted: expected "
          "host:port, a DNS name (labels of 1-63 letters, digits and inner hyphens; no empty label; 253 characters at most) or an IPv4 address, and a port from 1 to 65535"),
         ({"podpatterns.io/inject": "log-shipper", "log-shipper.podpatterns.io/level": "debug"},
-         "annotation log-shipper.podpatterns.io/level: log-shipper has no parameter 'level'; its parameters: endpoint, logDir, logVolumeSize, bufferMB"),
+         "annotation log-shipper.podpatterns.io/level: log-shipper has no parameter 'level'; its parameters: endpoint, logDir, logVolumeSize, bufferMB, "
+         "cpuRequest, memoryRequest, cpuLimit, memoryLimit"),
         ({"podpatterns.io/inject": "log-shipper", "podpatterns.io/status": "{not json"},
          "annotation podpatterns.io/status: '{not json' is not a record written by podpatterns "
          '(a JSON list of {"entry", "pattern", "digest"}); remove the annotation'),

@@ -26,10 +26,17 @@ from tests.helpers import (
     podpatterns_command,
     review,
 )
+from webhook.catalog import catalogue, policy
 from webhook.cli import commands as cli
+from webhook.core import audit, engine
+from webhook.core.configuration import Configuration
+from webhook.core.namespaces import namespaces_in
 
 HERE = Path(__file__).resolve().parent / "policy"
 UNKNOWN_IN_TEST = "namespace test annotation podpatterns.io/inject names unknown entry 'no-such-entry'; ignored"
+CATALOGUE = catalogue.load()
+CONFIGURATION = Configuration(CATALOGUE, engine.Settings(), policy.load(HERE / "policy.yaml", CATALOGUE))
+NAMESPACES = namespaces_in(list(yaml.safe_load_all((HERE / "namespaces.yaml").read_text())))
 LIMITS = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 
 
@@ -93,6 +100,35 @@ CASES = {
     "an allowed entry passes the restriction": Case(
         "sandbox", {"podpatterns.io/inject": "json-log-adapter"}, injected=["json-log-adapter"]),
     "no annotation, no rule: nothing changes": Case("default", injected=[]),
+    "a rule narrows what a Pod may ask of a resource parameter": Case(
+        "dev", {"podpatterns.io/inject": "log-shipper", "log-shipper.podpatterns.io/memoryLimit": "512Mi"},
+        app_limits=True, denied="annotation log-shipper.podpatterns.io/memoryLimit: value '512Mi' is not accepted: "
+                                "rule dev-sizes allows at most 256Mi"),
+    "within the rule's bounds the Pod's resources are used": Case(
+        "dev", {"podpatterns.io/inject": "log-shipper", "log-shipper.podpatterns.io/memoryLimit": "256Mi"},
+        app_limits=True, injected=["log-shipper", "json-log-adapter"]),
+    "enforcement warn: a mandatory entry is not injected, a warning names it": Case(
+        "staging", app_limits=True, injected=[],
+        warnings=["the Pod lacks log-shipper (mandatory by rule staging-logs): not injected, the rule's enforcement is warn"]),
+    "enforcement warn: what would be denied is admitted with a warning": Case(
+        "staging", injected=[],
+        warnings=["the Pod lacks log-shipper (mandatory by rule staging-logs): not injected, the rule's enforcement is warn",
+                  "rule staging-limits: every container needs cpu and memory limits; missing: web cpu, web memory "
+                  "(rule enforcement warn: admitted; enforce would deny)"]),
+    "enforcement audit: nothing injected, nothing denied, nothing said": Case(
+        "canary", {"podpatterns.io/inject": "log-shipper"}, injected=["log-shipper"]),
+}
+# What the audit finds in the Pod as sent (before admission), by case: (rule, kind, what admission does).
+AUDITED = {
+    "enforcement audit: nothing injected, nothing denied, nothing said": [
+        ("canary-entries", "entry-not-allowed", "report"), ("canary-logs", "missing-entry", "report"),
+        ("canary-cap", "too-many-containers", "report")],
+    "enforcement warn: what would be denied is admitted with a warning": [
+        ("staging-logs", "missing-entry", "warn"), ("staging-limits", "missing-limits", "warn")],
+    "mandatory rule adds an entry without any annotation": [("prod-logs", "missing-entry", "inject"),
+                                                             ("prod-limits", "missing-limits", "default")],
+    "container cap counts the app's and the injected containers": [
+        ("small-pods", "too-many-containers", "deny")],
 }
 
 
@@ -146,6 +182,35 @@ def test_policy_case(server, name):
     body["request"]["object"] = pod
     again = server.mutate(body).json()["response"]
     assert again["allowed"] is True and "patch" not in again
+    # The audit of the stored Pod agrees: nothing to inject, nothing to deny, and what it finds admission warned of.
+    stored = audit.audit(pod, CONFIGURATION, NAMESPACES.lookup(case.namespace))
+    assert not [f for f in stored if f.admission in ("inject", "deny")]
+    for finding in stored:
+        assert finding.admission == "report" or any(finding.message in w for w in response.get("warnings", []))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_audit_of_the_pod_as_sent_decides_what_admission_decided(name):
+    """As if the Pod had been created before the rules (or while the webhook failed open): the audit says what
+    admission does to it, finding for finding."""
+    case = CASES[name]
+    pod = body_for(case)["request"]["object"]
+    findings = audit.audit(pod, CONFIGURATION, NAMESPACES.lookup(case.namespace))
+    plan = engine.plan(pod, CONFIGURATION.catalogue, CONFIGURATION.settings, case.namespace, "",
+                       NAMESPACES.lookup(case.namespace), CONFIGURATION.policy)
+    if case.denied:
+        assert [f for f in findings if f.admission == "deny" and case.denied in f.message]
+        assert findings[-1].admission == "deny"  # a denial ends the plan
+    else:
+        assert not [f for f in findings if f.admission == "deny"]
+        injected = {entry for f in findings if f.admission == "inject" for entry in f.entries}
+        assert injected == {d.entry for d in plan.decisions if d.injected and "rule" in d.source}
+        assert injected <= set(case.injected)
+        warned = [f.message for f in findings if f.admission == "warn"]
+        assert all(any(message in w for w in case.warnings) for message in warned)
+        assert len(warned) == len([w for w in case.warnings if w != UNKNOWN_IN_TEST])
+    if name in AUDITED:
+        assert sorted((f.rule, f.kind, f.admission) for f in findings) == sorted(AUDITED[name])
 
 
 # --- The policy file: refused with file and line (podpatterns policy validate, as a platform team's CI runs it)
@@ -160,6 +225,15 @@ BROKEN = {
     "rule that does nothing": ("  rules:\n  - name: a\n    namespaceSelector: {}\n", 2, "rule a does nothing"),
     "duplicate rule name": ("  rules:\n  - name: a\n    maxContainers: 3\n  - name: a\n    maxContainers: 4\n",
                             4, "rule name 'a' is used twice"),
+    "bad enforcement": ("  rules:\n  - name: a\n    maxContainers: 3\n    enforcement: dryrun\n", 4,
+                        "rule a: enforcement must be one of enforce, warn, audit, got 'dryrun'"),
+    "enforcement alone does nothing": ("  rules:\n  - name: a\n    enforcement: warn\n", 2, "rule a does nothing"),
+    "bounds on a string parameter": ("  rules:\n  - name: a\n    parameterBounds:\n      log-shipper:\n"
+                                     "        endpoint: {maximum: 3}\n", 5,
+                                     "log-shipper has no integer or quantity parameter 'endpoint'"),
+    "a bound that is no quantity": ("  rules:\n  - name: a\n    parameterBounds:\n      log-shipper:\n"
+                                    "        memoryLimit: {maximum: lots}\n", 5,
+                                    "log-shipper.memoryLimit.maximum: 'lots' is not a value the parameter accepts"),
     "bad cap": ("  rules:\n  - name: a\n    maxContainers: 0\n", 3, "maxContainers must be a whole number of at least 1"),
     "bad limits mode": ("  rules:\n  - name: a\n    resources: {missingLimits: sometimes}\n", 3,
                         "missingLimits must be one of default, warn, deny"),

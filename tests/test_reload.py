@@ -53,7 +53,7 @@ spec:
 
 
 BROKEN_ENTRY = (entry().replace("type: string", "type: str"), 10,
-                "parameter level: type 'str' is not one of string, integer, boolean, path, hostPort")
+                "parameter level: type 'str' is not one of string, integer, boolean, path, hostPort, quantity")
 POLICY = """\
 apiVersion: podpatterns.io/v1alpha1
 kind: Policy
@@ -64,7 +64,8 @@ spec:
 """
 POLICY_MORE = POLICY + "  - name: json-logs\n    inject: [json-log-adapter]\n"
 BROKEN_POLICY = (POLICY + "    mandatry: true\n", 7, "unknown field 'mandatry' in spec.rules[0]")
-ALLOWED_RULE_FIELDS = "allowed: allowedEntries, inject, mandatory, maxContainers, name, namespaceSelector, podSelector, resources"
+ALLOWED_RULE_FIELDS = ("allowed: allowedEntries, enforcement, inject, mandatory, maxContainers, name, namespaceSelector, "
+                       "parameterBounds, podSelector, resources")
 
 # What a review is answered with: (entries injected, the tracer's image, its --level argument).
 V1 = (("tracer",), "registry.example/tracer:1.0", "--level=info")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -213,3 +214,79 @@ def serving_ok(
 def ca_bundle(ca_cert_path: Path) -> str:
     """The base64 of the CA's PEM, as a webhook configuration's caBundle wants it."""
     return base64.b64encode(ca_cert_path.read_bytes()).decode()
+
+
+def expiry(cert_pem: bytes) -> dt.datetime:
+    """When the first certificate of `cert_pem` (a serving certificate, then its chain) expires."""
+    return x509.load_pem_x509_certificates(cert_pem)[0].not_valid_after_utc
+
+
+def chain_problems(chain_pem: bytes, ca_pem: bytes, dns_name: str, at: dt.datetime) -> list[str]:
+    """Why a TLS client that trusts the CAs of `ca_pem` (a caBundle) and dials `dns_name` would refuse the
+    serving certificate `chain_pem` (the leaf, then any intermediates), checked as Go's crypto/x509 (the
+    apiserver) checks it: a chain up to a CA of the bundle, every certificate of it valid at `at`, the name
+    among the leaf's DNS SANs (the Common Name is ignored), an extended key usage that allows serving. Empty
+    when it would accept it."""
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError:
+        return ["the serving certificate is not a PEM certificate"]
+    try:
+        roots = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        return ["the caBundle holds no PEM certificate"]
+    leaf, intermediates = chain[0], chain[1:]
+    problems: list[str] = []
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if not any(_name_matches(name, dns_name) for name in names):
+        problems.append(f"it is not valid for {dns_name}: it names {', '.join(names) or 'no DNS name'}")
+    try:
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.SERVER_AUTH not in usages and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usages:
+            problems.append("its extended key usage does not allow serving TLS (no serverAuth)")
+    except x509.ExtensionNotFound:
+        pass
+    path, current = [leaf], leaf
+    while True:
+        root = next((r for r in roots if _issued_by(current, r)), None)
+        if root is not None:
+            path.append(root)
+            break
+        issuer = next((c for c in intermediates if c not in path and _issued_by(current, c)), None)
+        if issuer is None:
+            problems.append(f"{_subject(current)} is not signed by a CA of the caBundle "
+                            f"({'; '.join(_subject(r) for r in roots) or 'empty'})")
+            break
+        path.append(issuer)
+        current = issuer
+    for cert in path:
+        if at < cert.not_valid_before_utc:
+            problems.append(f"{_subject(cert)} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+        elif at > cert.not_valid_after_utc:
+            problems.append(f"{_subject(cert)} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    return problems
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    """A SAN DNS name against the name dialled: exact, or a wildcard standing for the whole leftmost label."""
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
+
+
+def _subject(cert: x509.Certificate) -> str:
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return f"certificate {common[0].value!r}" if common else f"certificate {cert.subject.rfc4514_string()!r}"

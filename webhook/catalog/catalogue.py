@@ -11,11 +11,13 @@ import hashlib
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import orjson
+import yaml
 
 from webhook.catalog import schema
+from webhook.catalog.definition import API_VERSION, APP_FIELDS, KIND, LIFECYCLES, PATTERNS, SPEC_FIELDS
 from webhook.catalog.restricted import (
     container_violations,
     template_violations,
@@ -40,16 +42,10 @@ from webhook.core.template import (
     sequence,
 )
 
-API_VERSION = "podpatterns.io/v1alpha1"
-KIND = "PatternTemplate"
-PATTERNS = ("sidecar", "adapter", "ambassador")
-LIFECYCLES = ("native", "regular", "auto")
-SPEC_FIELDS = {"pattern", "description", "parameters", "containers", "volumes", "appContainers", "lifecycle",
-               "annotations"}
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # An annotation an entry adds (e.g. a config file handed to its container through the downward API):
 # a qualified name under a DNS prefix of its own, never one of the user contract's keys.
 ANNOTATION_KEY = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-APP_FIELDS = {"env": "env", "volumeMounts": "volumeMount"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SAMPLE_POD = {"pod.name": "sample", "pod.namespace": "default", "pod.serviceAccountName": "default"}
 APP_STAND_IN = "podpatterns-app-stand-in"
@@ -67,6 +63,16 @@ def load(directories: Iterable[str | Path] = ()) -> Catalogue:
     return Catalogue(entries)
 
 
+def merge(directories: Iterable[str | Path] = (), objects: Mapping[str, Mapping[str, Any]] | None = None) -> Catalogue:
+    """The catalogue the server serves: built-ins, overlaid by each directory in turn, overlaid by the cluster's
+    PatternTemplate objects (name -> object as the API returns it). Raises CatalogueError naming every problem;
+    a cluster object's problems name `patterntemplate/NAME` and the line in its `object_text`."""
+    entries = load(directories).entries
+    if objects:
+        entries = entries | load_texts({f"patterntemplate/{name}": object_text(obj) for name, obj in sorted(objects.items())})
+    return Catalogue(entries)
+
+
 def builtin_entries() -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     for item in sorted(resources.files("webhook.catalog").joinpath("builtin").iterdir(), key=lambda p: p.name):
@@ -80,18 +86,44 @@ def load_directory(directory: str | Path) -> dict[str, Entry]:
     if not folder.is_dir():
         raise CatalogueError([Problem(str(folder), 0, "not a directory")])
     problems: list[Problem] = []
-    entries: list[Entry] = []
+    texts: dict[str, str] = {}
     # Names starting with "." are skipped: a mounted ConfigMap keeps its real files under ..data/.
     for path in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")):
         try:
-            entries.extend(load_text(path.read_text(encoding="utf-8"), str(path)))
-        except CatalogueError as err:
-            problems.extend(err.problems)
+            texts[str(path)] = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             problems.append(Problem(str(path), 0, f"cannot read: {err}"))
+    try:
+        entries = load_texts(texts)
+    except CatalogueError as err:
+        problems.extend(err.problems)
+    if problems:
+        raise CatalogueError(sorted(problems, key=lambda p: p.file))
+    return entries
+
+
+def load_texts(texts: Mapping[str, str]) -> dict[str, Entry]:
+    """The entries of several files' texts (file name -> text): a directory's files, or a release ConfigMap's keys."""
+    problems: list[Problem] = []
+    entries: list[Entry] = []
+    for filename, text in texts.items():
+        try:
+            entries.extend(load_text(text, filename))
+        except CatalogueError as err:
+            problems.extend(err.problems)
     if problems:
         raise CatalogueError(problems)
     return _unique(entries)
+
+
+def object_text(obj: Mapping[str, Any]) -> str:
+    """A PatternTemplate object read from the API, as the YAML document the loader reads: what a user wrote (its
+    apiVersion, kind, name and spec; the API's own metadata and the status left out). Its spec is the one the user
+    applied, so the entry's digest is the one the same file gives with --catalog."""
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    document = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                "metadata": {"name": metadata.get("name")}, "spec": obj.get("spec")}
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
 def _unique(entries: list[Entry]) -> dict[str, Entry]:
@@ -152,6 +184,7 @@ def _entry(doc: Document, filename: str) -> Entry:
     _only(app, set(APP_FIELDS), ("spec", "appContainers"))
 
     annotations = _annotations(spec.get("annotations", {}), name, parameters)
+    pull_secrets = _pull_secrets(spec.get("imagePullSecrets", []))
 
     def compiled(node: Any, definition: str, path: tuple[Any, ...]) -> Any:
         try:
@@ -172,6 +205,7 @@ def _entry(doc: Document, filename: str) -> Entry:
             for i, m in enumerate(_list(app, "volumeMounts"))
         ]),
         annotations=annotations,
+        image_pull_secrets=pull_secrets,
         lifecycle=lifecycle,
         digest="sha256:" + hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16],
         origin=f"{filename}:{doc.line_of(())}",
@@ -213,6 +247,20 @@ def _source_path(path: list[Any], injected: int) -> list[Any]:
     if path[:2] == ["spec", "containers"] and len(path) > 2 and path[2] == injected:
         return ["spec", "appContainers", *path[3:]]
     return path
+
+
+def _pull_secrets(data: Any) -> tuple[str, ...]:
+    """spec.imagePullSecrets, as a Pod writes them ([{name: regcred}]): Secret names added to the Pod's own."""
+    path = ("spec", "imagePullSecrets")
+    if not isinstance(data, list):
+        raise Invalid(path, "spec.imagePullSecrets must be a list of {name: SECRET}")
+    names = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or set(item) != {"name"} or not isinstance(item["name"], str) \
+                or not SECRET_NAME.match(item["name"]):
+            raise Invalid(path + (i,), "each imagePullSecrets item is {name: SECRET}, a Secret's name (a DNS subdomain)")
+        names.append(item["name"])
+    return tuple(dict.fromkeys(names))
 
 
 def _annotations(data: Any, entry: str, parameters: dict[str, Parameter]) -> Any:

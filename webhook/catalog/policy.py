@@ -23,6 +23,7 @@ from webhook.catalog.sourcemap import (
     load_documents,
 )
 from webhook.core.entries import Catalogue
+from webhook.core.findings import ENFORCEMENTS
 from webhook.core.parameters import ParameterError
 from webhook.core.rules import (
     LIMITED,
@@ -120,7 +121,7 @@ def _environments(data: Any, catalogue: Catalogue) -> tuple[str, dict[str, dict[
 
 
 RULE_FIELDS = {"name", "namespaceSelector", "podSelector", "inject", "mandatory", "resources", "maxContainers",
-               "allowedEntries"}
+               "allowedEntries", "enforcement", "parameterBounds"}
 
 
 def _rule(data: Any, path: tuple[Any, ...], catalogue: Catalogue) -> Rule:
@@ -129,8 +130,9 @@ def _rule(data: Any, path: tuple[Any, ...], catalogue: Catalogue) -> Rule:
     name = data.get("name")
     if not isinstance(name, str) or not RULE_NAME.match(name):
         raise Invalid(path + ("name",), f"rule name {name!r} must be lower-case letters, digits, '-' and '.'")
-    if set(data) <= {"name", "namespaceSelector", "podSelector"}:
-        raise Invalid(path, f"rule {name} does nothing: give it inject, resources, maxContainers or allowedEntries")
+    if set(data) <= {"name", "namespaceSelector", "podSelector", "enforcement"}:
+        raise Invalid(path, f"rule {name} does nothing: give it inject, resources, maxContainers, allowedEntries or "
+                            f"parameterBounds")
     inject = _entry_names(data, "inject", path, catalogue) or ()
     mandatory = data.get("mandatory", False)
     if not isinstance(mandatory, bool):
@@ -142,6 +144,10 @@ def _rule(data: Any, path: tuple[Any, ...], catalogue: Catalogue) -> Rule:
                                        or max_containers < 1):
         raise Invalid(path + ("maxContainers",), f"rule {name}: maxContainers must be a whole number of at least 1")
     allowed = _entry_names(data, "allowedEntries", path, catalogue)
+    enforcement = data.get("enforcement", "enforce")
+    if enforcement not in ENFORCEMENTS:
+        raise Invalid(path + ("enforcement",), f"rule {name}: enforcement must be one of {', '.join(ENFORCEMENTS)}, "
+                                                f"got {enforcement!r}")
     return Rule(
         name=name,
         namespace_selector=_selector(data.get("namespaceSelector"), path + ("namespaceSelector",)),
@@ -151,7 +157,47 @@ def _rule(data: Any, path: tuple[Any, ...], catalogue: Catalogue) -> Rule:
         resources=_resources(data["resources"], path + ("resources",), name) if "resources" in data else None,
         max_containers=max_containers,
         allowed_entries=frozenset(allowed) if allowed is not None else None,
+        enforcement=enforcement,
+        parameter_bounds=_parameter_bounds(data.get("parameterBounds"), path + ("parameterBounds",), name, catalogue),
     )
+
+
+def _parameter_bounds(data: Any, path: tuple[Any, ...], rule: str, catalogue: Catalogue) -> tuple[tuple[str, str, Any, Any], ...]:
+    """entry -> parameter -> {minimum, maximum}: narrower bounds for what a Pod's annotation asks."""
+    if data is None:
+        return ()
+    _mapping(data, path, f"rule {rule}: parameterBounds must map entry names to parameters")
+    bounds = []
+    for entry_name, parameters in data.items():
+        if entry_name not in catalogue:
+            raise Invalid(path + (entry_name,), f"rule {rule}: parameterBounds: no catalogue entry {entry_name!r}; "
+                                                 f"known entries: {', '.join(catalogue.names())}")
+        entry = catalogue[entry_name]
+        _mapping(parameters, path + (entry_name,), f"rule {rule}: parameterBounds.{entry_name} must map parameters to bounds")
+        for name, limits in parameters.items():
+            where = path + (entry_name, name)
+            parameter = entry.parameters.get(name)
+            if parameter is None or parameter.type not in ("integer", "quantity"):
+                bounded = ", ".join(p.name for p in entry.parameters.values() if p.type in ("integer", "quantity"))
+                raise Invalid(where, f"rule {rule}: {entry_name} has no integer or quantity parameter {name!r}; "
+                                     f"its bounded parameters: {bounded or 'none'}")
+            _mapping(limits, where, f"rule {rule}: {entry_name}.{name} needs minimum and/or maximum")
+            _only(limits, {"minimum", "maximum"}, where)
+            if not limits:
+                raise Invalid(where, f"rule {rule}: {entry_name}.{name} needs minimum and/or maximum")
+            for bound, value in limits.items():
+                try:
+                    parameter.check(value if parameter.type == "integer" else str(value))
+                except ParameterError as err:
+                    raise Invalid(where + (bound,), f"rule {rule}: {entry_name}.{name}.{bound}: {value!r} is not a value "
+                                                    f"the parameter accepts: {err}") from None
+            bounds.append((entry_name, name, _typed(limits.get("minimum"), parameter.type),
+                           _typed(limits.get("maximum"), parameter.type)))
+    return tuple(bounds)
+
+
+def _typed(value: Any, kind: str) -> Any:
+    return None if value is None else value if kind == "integer" else str(value)
 
 
 def _entry_names(data: dict[str, Any], key: str, path: tuple[Any, ...], catalogue: Catalogue) -> list[str] | None:

@@ -1,8 +1,9 @@
-"""The `podpatterns` command line: serve, inject, explain, catalog and certs."""
+"""The `podpatterns` command line: serve, inject, explain, catalog, policy, certs, and the day-two commands."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -11,7 +12,10 @@ import yaml
 
 from webhook import certs
 from webhook.catalog import catalogue, policy
-from webhook.cli import settingsfile
+from webhook.cli import rollout, settingsfile, status
+from webhook.cli import check as check_command  # `check` names a parser in _parser
+from webhook.cli import selftest
+from webhook.cli import audit
 from webhook.cluster import kubeversion
 from webhook.core import rules
 from webhook.core.configuration import Configuration
@@ -82,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="how long to keep trying to get a certificate at start before exiting (default 60)")
     _engine_options(serve)
     _namespace_options(serve)
+    audit.add_serve_options(serve)
     serve.set_defaults(func=_serve)
     parser.serve_parser = serve  # the settings file is checked against serve's own flags
 
@@ -117,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     bundle = cert.add_parser("cabundle", help="print the base64 caBundle of a CA certificate")
     bundle.add_argument("--ca", default="certs/ca.crt")
     bundle.set_defaults(func=_certs_cabundle)
+    status.add_parser(commands)
+    rollout.add_parser(commands)
+    check_command.add_parser(commands)
+    selftest.add_parser(commands)
+    audit.add_parser(commands)
     return parser
 
 
@@ -126,6 +136,11 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kube-version", help="Kubernetes version of the cluster, e.g. 1.28 (decides lifecycle: auto)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"annotation prefix (default {DEFAULT_PREFIX})")
     parser.add_argument("--policy", metavar="FILE", help="cluster-wide policy file (a Policy document)")
+    parser.add_argument("--image-registry", metavar="HOST[/PATH]", type=_registry,
+                        help="pull every injected image from this registry instead (air-gapped clusters); repository, "
+                             "tag and digest are kept")
+    parser.add_argument("--image-pull-secret", action="append", default=[], metavar="NAME", type=_secret_name,
+                        help="add this Secret to spec.imagePullSecrets of every Pod that gets an entry (repeatable)")
 
 
 def _namespace_options(serve: argparse.ArgumentParser) -> None:
@@ -150,7 +165,7 @@ def _configuration(args: argparse.Namespace) -> Configuration:
         entries,
         # Offline there is no cluster to ask: without --kube-version, assume a current one.
         Settings(AnnotationKeys(args.prefix), kubeversion.parse(args.kube_version) >= kubeversion.NATIVE_SIDECARS_SINCE
-                 if args.kube_version else True),
+                 if args.kube_version else True, args.image_registry, tuple(args.image_pull_secret)),
         policy.load(args.policy, entries) if args.policy else rules.EMPTY,
     )
 
@@ -274,7 +289,11 @@ def _policy_validate(args: argparse.Namespace) -> int:
         does += [f"missing limits: {rule.resources.missing_limits}"] if rule.resources else []
         does += [f"at most {rule.max_containers} containers"] if rule.max_containers else []
         does += [f"allowed entries: {', '.join(sorted(rule.allowed_entries)) or 'none'}"] if rule.allowed_entries is not None else []
-        print(f"ok: rule {rule.name}: {'; '.join(does)}")
+        does += [f"bounds {entry}.{name}" + "".join(f" {sign} {value}" for sign, value in ((">=", low), ("<=", high))
+                                                    if value is not None)
+                 for entry, name, low, high in rule.parameter_bounds]
+        enforcement = f" (enforcement {rule.enforcement})" if rule.enforcement != "enforce" else ""
+        print(f"ok: rule {rule.name}{enforcement}: {'; '.join(does)}")
     for environment, entries in sorted(checked.environments.items()):
         values = ", ".join(f"{entry}.{name}={value}" for entry, params in entries.items() for name, value in params.items())
         print(f"ok: environment {environment} (namespace label {checked.environment_label}): {values}")
@@ -297,6 +316,20 @@ def _certs_cabundle(args: argparse.Namespace) -> int:
         print(f"podpatterns: cannot read {args.ca}: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _registry(text: str) -> str:
+    # A host (with an optional port) and an optional path, as it leads an image reference.
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*", text):
+        raise argparse.ArgumentTypeError(f"must be a registry host with an optional port and path, e.g. "
+                                         f"registry.internal or registry.internal:5000/mirror; got {text!r}")
+    return text
+
+
+def _secret_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", text) or len(text) > 253:
+        raise argparse.ArgumentTypeError(f"must be a Secret name (a DNS subdomain), got {text!r}")
+    return text
 
 
 def _positive(text: str) -> float:

@@ -62,17 +62,24 @@ def explain(result: Result, keys_inject: str) -> str:
     elif not plan.decisions and not plan.notes:
         lines.append(f"  nothing to inject: no {keys_inject} annotation on the Pod or its Namespace, and no policy rule adds one")
     for decision in plan.decisions:
+        enforcement = f" [enforcement {decision.enforcement}]" if decision.enforcement else ""
         if decision.injected:
             again = f"; {decision.reason}" if decision.reason else ""
-            lines.append(f"  {decision.entry}: injected, {decision.source}{again}")
+            lines.append(f"  {decision.entry}: injected, {decision.source}{enforcement}{again}")
             for name, (value, origin) in decision.parameters.items():
                 lines.append(f"    {name} = {_text(value)}  ({origin})")
         elif plan.denial is None:
-            lines.append(f"  {decision.entry}: not injected, {decision.reason}")
+            lines.append(f"  {decision.entry}: not injected, {decision.reason}{enforcement}")
     if plan.denial is None:
         lines += [f"  {note}" for note in plan.notes]
+    # The rules the Pod breaks, and what each rule's enforcement makes of it (injections are listed above).
+    lines += [f"  rule {f.rule} [enforcement {f.enforcement}]: {f.kind}: admission {_ADMISSION[f.admission]}"
+              for f in plan.findings if f.admission not in ("inject", "default")]  # shown above, or as a note
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+_ADMISSION = {"deny": "denies the Pod", "warn": "admits it with a warning", "report": "admits it; the audit reports it"}
 
 
 def _text(value: Any) -> str:

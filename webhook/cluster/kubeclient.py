@@ -14,17 +14,25 @@ TIMEOUT = (5.0, 15.0)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def api_client() -> ApiClient:
-    """An `ApiClient`; raises `kubernetes.config.ConfigException` when there is nothing to connect to."""
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> ApiClient:
+    """An `ApiClient`, found as kubectl finds one: `kubeconfig` (else $KUBECONFIG, else ~/.kube/config) and its
+    `context` (else the current one); in a Pod with neither given, the in-cluster service account.
+    Raises `kubernetes.config.ConfigException` when there is nothing to connect to."""
     from kubernetes import client, config
 
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and kubeconfig is None and context is None \
+            and not os.environ.get("KUBECONFIG"):
         configuration = client.Configuration()
         # It re-reads the service account token as the kubelet rotates it.
         config.load_incluster_config(client_configuration=configuration)
         return client.ApiClient(configuration)
-    # KUBECONFIG is read here, not when `kubernetes.config` was imported (its own default is frozen then).
-    return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or "~/.kube/config")
+    return config.new_client_from_config(config_file=kubeconfig_path(kubeconfig), context=context)
+
+
+def kubeconfig_path(kubeconfig: str | None = None) -> str:
+    """`kubeconfig`, else the first file of $KUBECONFIG (read now: the client's own default is frozen at its
+    import), else ~/.kube/config."""
+    return kubeconfig or (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0] or "~/.kube/config"
 
 
 def current_namespace() -> str | None:

@@ -14,6 +14,7 @@ import orjson
 
 from webhook.core import additions, limits, podkinds, podresources, updates, verify
 from webhook.core.entries import Catalogue, Entry
+from webhook.core.findings import Finding
 from webhook.core.keys import DEFAULT_CONTAINER, AnnotationKeys
 from webhook.core.parameters import ParameterError
 from webhook.core.patch import Additions, Op, operations
@@ -35,6 +36,9 @@ MAX_SHOWN = 100  # characters of a user's value repeated in a message
 class Settings:
     keys: AnnotationKeys = AnnotationKeys()
     native_sidecars: bool = True  # the cluster runs Kubernetes >= 1.29 (see webhook.kubeversion)
+    # Air-gapped clusters: every injected image is pulled from this registry (host[/path]) instead; see core/images.py.
+    image_registry: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()  # added to every Pod that gets an entry
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Decision:
     injected: bool
     reason: str = ""  # why not, when not injected; why again, when re-injected
     parameters: dict[str, tuple[Any, str]] = field(default_factory=dict)  # name -> (value, where it came from)
+    enforcement: str = ""  # the enforcement of the rule that asked for it; "" when the Pod or Namespace did
 
 
 @dataclass
@@ -62,6 +67,9 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     denial: str | None = None
     notes: list[str] = field(default_factory=list)  # what the policy changed besides injecting, for explain
+    # How the Pod breaks the policy's rules, whatever their enforcement (webhook.core.audit reads them). A denial
+    # stops the plan, so a denied Pod's findings end with the one that denied it.
+    findings: list[Finding] = field(default_factory=list)
 
     @property
     def injected(self) -> list[str]:
@@ -78,6 +86,7 @@ class _Request:
     source: str
     asked_by: str  # "pod", "namespace" or "rule"
     mandatory_by: str | None = None  # the first mandatory rule that adds it
+    rule: Rule | None = None  # the first (enforced) rule that adds it
 
 
 def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = "", name: str = "",
@@ -90,7 +99,7 @@ def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = ""
         _plan(view, catalogue, settings, namespace_info or NamespaceInfo(view.namespace), policy, result)
     except PodShapeError as err:
         result.ops, result.denial = [], f"the object is not a valid Pod: {err}"
-    except (Denied, additions.Clash, limits.LimitDenied) as err:
+    except (Denied, additions.Clash) as err:
         result.ops, result.denial = [], str(err)
     return result
 
@@ -123,9 +132,11 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
     records = _status_records(pod, keys)
     claimed = {r["entry"]: r for r in records}
     supplied = _supplied_parameters(pod, catalogue, keys, {r.entry for r in requested}, result.warnings)
+    _check_bounds(supplied, rules, catalogue, keys, result)
     environment = namespace.labels.get(policy.environment_label)
     by_environment = policy.environments.get(environment, {}) if environment is not None else {}
     chosen: list[additions.Chosen] = []
+    held: set[str] = set()  # entries the Pod claims and holds
     for request in requested:
         entry = catalogue[request.entry]
         environment_values = {
@@ -134,35 +145,62 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
         }
         values = _resolve_parameters(entry, environment_values | supplied.get(entry.name, {}), keys)
         rendered, native = _render(entry, values, pod, settings)
+        if rendered.problems:
+            sizes = [f"{name} = {value} ({origin})" for name, (value, origin) in values.items()
+                     if entry.parameters[name].type == "quantity"]
+            raise Denied(f"{entry.name}: {'; '.join(rendered.problems)}, which the apiserver refuses; its resource "
+                         f"parameters: {', '.join(sizes) or 'none'}")
         reinjected = ""
+        enforcement = request.rule.enforcement if request.rule is not None else ""
         if entry.name in claimed:
             # The annotation is a claim: it counts only when the Pod holds what the entry injects.
             wrong = verify.mismatch(pod, rendered)
             if wrong is None:
                 result.decisions.append(Decision(request.entry, request.source, False,
-                                                 f"already injected (annotation {keys.status}), and the Pod holds it"))
+                                                 f"already injected (annotation {keys.status}), and the Pod holds it",
+                                                 enforcement=enforcement))
+                held.add(entry.name)
                 continue
             # Stale (an older catalogue version) or forged: either way the Pod gets what the entry injects now.
             digest = claimed[entry.name]["digest"]
             version = "" if digest == entry.digest else f", digest {digest}; the catalogue's is {entry.digest}"
             reinjected = f"annotation {keys.status} claims it{version}, but {wrong}; injected afresh"
             result.warnings.append(f"{entry.name}: {reinjected}")
-        result.decisions.append(Decision(request.entry, request.source, True, reinjected, parameters=values))
+        result.decisions.append(Decision(request.entry, request.source, True, reinjected, parameters=values,
+                                         enforcement=enforcement))
         chosen.append(additions.Chosen(entry, rendered, native, replace=bool(reinjected)))
+        if request.rule is not None:
+            why = f"mandatory by rule {request.mandatory_by}" if request.mandatory_by else f"added by rule {request.rule.name}"
+            result.findings.append(Finding(request.mandatory_by or request.rule.name, "missing-entry",
+                                           f"the Pod lacks {entry.name} ({why}){'; ' + wrong if reinjected else ''}",
+                                           "enforce", "inject", request.mandatory_by is not None, (entry.name,)))
+    _report_unenforced_entries(pod, rules, catalogue, settings, held | {c.entry.name for c in chosen}, claimed, result)
     records = [r for r in records if r["entry"] not in {c.entry.name for c in chosen}]
-    limits_rule = next((rule for rule in rules if rule.resources is not None), None)
-    cap_rules = [rule for rule in rules if rule.max_containers is not None]
-    if not chosen and limits_rule is None and not cap_rules:
+    limits_rules = [rule for rule in rules if rule.resources is not None]
+    cap_rules = sorted((rule for rule in rules if rule.max_containers is not None), key=lambda rule: rule.max_containers)
+    if not chosen and not limits_rules and not cap_rules:
         return
     check_containers(pod)
     added = additions.build(pod, chosen, result.warnings) if chosen else Additions()
-    if cap_rules:
-        limits.check_container_count(pod, added, min(cap_rules, key=lambda rule: rule.max_containers))
-    if limits_rule is not None:
+    for rule in cap_rules:
+        excess = limits.container_count_excess(pod, added, rule)
+        if excess is not None:
+            _breaks(rule, "too-many-containers", excess, True, result)
+    if limits_rules:
         check_resources(pod)
-        warnings, notes = limits.apply(pod, added, limits_rule)
-        result.warnings += warnings
-        result.notes += notes
+    # The first enforced rule with resources sets defaults or decides; the others (warn, audit) report what it leaves.
+    deciding = next((rule for rule in limits_rules if rule.enforcement == "enforce"), None)
+    for rule in sorted(limits_rules, key=lambda rule: rule is not deciding):
+        if rule.enforcement == "enforce" and rule is not deciding:
+            continue
+        missing, defaulted = limits.apply(pod, added, rule, defaulting=rule is deciding)
+        if defaulted:
+            names = ", ".join(defaulted)
+            result.notes.append(f"rule {rule.name}: default resources set on {names}")
+            result.findings.append(Finding(rule.name, "missing-limits", f"rule {rule.name}: no cpu or memory limit on "
+                                           f"{names}; admission sets the rule's defaults", "enforce", "default"))
+        if missing is not None:
+            _breaks(rule, "missing-limits", missing, rule.resources.missing_limits == "deny", result)
     for kind, index in added.replaced:  # a replaced container is the entry's, not an app container
         added.app_resources.pop((kind, index), None)
         if kind == "containers":
@@ -170,12 +208,89 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
             added.app_mounts.pop(index, None)
     added.pod_resources = podresources.grown(pod, added.native_sidecars + added.containers)
     if chosen:
+        added.pull_secrets = _pull_secrets(pod, settings.image_pull_secrets + tuple(
+            name for c in chosen for name in c.entry.image_pull_secrets))
+        if settings.image_registry:
+            result.notes += [f"{c.entry.name}: images from registry {settings.image_registry} (--image-registry): "
+                             + ", ".join(container["image"] for container in c.rendered.containers) for c in chosen]
+    if chosen:
         records += [{"entry": c.entry.name, "pattern": c.entry.pattern, "digest": c.entry.digest} for c in chosen]
         added.annotations[keys.status] = orjson.dumps(records).decode()
         if DEFAULT_CONTAINER not in pod.annotations:
             # Keeps `kubectl logs` and `kubectl exec` on the app, not on an injected container.
             added.annotations[DEFAULT_CONTAINER] = pod.containers[0]["name"]
     result.ops = operations(pod, added)
+
+
+def _breaks(rule: Rule, kind: str, message: str, denies: bool, result: Plan, entries: tuple[str, ...] = ()) -> None:
+    """The Pod breaks `rule`: a finding, and what the rule's enforcement makes of it: a denial (enforce, when the
+    rule denies), an admission warning (enforce when the rule only warns, and warn), or nothing more (audit)."""
+    enforcement = rule.enforcement
+    admission = "deny" if denies and enforcement == "enforce" else "report" if enforcement == "audit" else "warn"
+    result.findings.append(Finding(rule.name, kind, message, enforcement, admission, entries=entries))
+    if admission == "deny":
+        raise Denied(message)
+    if admission == "warn":
+        result.warnings.append(message if enforcement == "enforce" else
+                               f"{message} (rule enforcement warn: admitted; enforce would {'deny' if denies else 'warn'})")
+
+
+def _report_unenforced_entries(pod: PodView, rules: list[Rule], catalogue: Catalogue, settings: Settings,
+                               present: set[str], claimed: dict[str, dict[str, str]], result: Plan) -> None:
+    """Rules with enforcement warn or audit inject nothing: a Pod lacking their entries gets a finding (and with
+    warn, a warning). An entry counts as present when injected now, or claimed by the status annotation and held."""
+    if podkinds.is_windows(pod):
+        return  # no entry runs on a Windows Pod (_without_linux_entries)
+    for rule in rules:
+        if rule.enforcement == "enforce" or not rule.inject:
+            continue
+        for name in rule.inject:
+            if name in present or (name in claimed and _holds(pod, catalogue[name], settings)):
+                present.add(name)
+                continue
+            source = f"rule {rule.name}" + (" (mandatory)" if rule.mandatory else "")
+            result.decisions.append(Decision(name, f"{'mandatory by' if rule.mandatory else 'added by'} {source}",
+                                             False, f"{source} is not enforced: the Pod lacks it",
+                                             enforcement=rule.enforcement))
+            message = f"the Pod lacks {name} ({'mandatory by' if rule.mandatory else 'added by'} rule {rule.name})"
+            admission = "warn" if rule.enforcement == "warn" else "report"
+            result.findings.append(Finding(rule.name, "missing-entry", message, rule.enforcement, admission,
+                                           rule.mandatory, (name,)))
+            if admission == "warn":
+                result.warnings.append(f"{message}: not injected, the rule's enforcement is warn")
+
+
+def _holds(pod: PodView, entry: Entry, settings: Settings) -> bool:
+    """Whether the Pod holds what `entry` injects with its default parameters (a claimed entry no rule enforces)."""
+    values = {p.name: (p.default, "default") for p in entry.parameters.values() if p.default is not None}
+    if any(p.required and p.default is None for p in entry.parameters.values()):
+        return True  # it cannot be rendered without the Pod's own values: the claim is taken as it is
+    rendered, _ = _render(entry, values, pod, settings)
+    return verify.mismatch(pod, rendered) is None
+
+
+def _check_bounds(supplied: dict[str, dict[str, tuple[Any, str]]], rules: list[Rule], catalogue: Catalogue,
+                  keys: AnnotationKeys, result: Plan) -> None:
+    """A rule's parameterBounds narrow what the Pod's own annotations may ask (environments and defaults are the
+    platform team's own)."""
+    for rule in rules:
+        for entry, name, minimum, maximum in rule.parameter_bounds:
+            value, _ = supplied.get(entry, {}).get(name, (None, ""))
+            if value is None or catalogue[entry].parameters[name].within(value, minimum, maximum):
+                continue
+            bounds = " and ".join(b for b in (f"at least {minimum}" if minimum is not None else "",
+                                              f"at most {maximum}" if maximum is not None else "") if b)
+            _breaks(rule, "parameter-out-of-bounds", f"annotation {keys.parameter(entry, name)}: value "
+                    f"{_show(str(value))} is not accepted: rule {rule.name} allows {bounds}", True, result, (entry,))
+
+
+def _pull_secrets(pod: PodView, wanted: tuple[str, ...]) -> list[str]:
+    """The Secret names to add to spec.imagePullSecrets: merged by name with the Pod's own, never twice."""
+    own = pod.spec.get("imagePullSecrets")
+    if own is not None and not (isinstance(own, list) and all(isinstance(s, dict) for s in own)):
+        raise Denied("spec.imagePullSecrets must be a list of {name: SECRET}")
+    have = {s.get("name") for s in own or ()}
+    return [name for name in dict.fromkeys(wanted) if name not in have]
 
 
 def _show(value: str) -> str:
@@ -211,13 +326,17 @@ def _requested(pod: PodView, namespace: NamespaceInfo, rules: list[Rule], catalo
             continue
         requests.setdefault(name, _Request(name, namespace_source, "namespace"))
     for rule in rules:
+        if rule.enforcement != "enforce":
+            continue  # it injects nothing (_report_unenforced_entries)
         for name in rule.inject:
             request = requests.setdefault(name, _Request(name, f"added by rule {rule.name}", "rule"))
+            if request.rule is None:
+                request.rule = rule
             if rule.mandatory and request.mandatory_by is None:
                 request.mandatory_by = rule.name
                 added_here = request.source == f"added by rule {rule.name}"
                 request.source += " (mandatory)" if added_here else f"; mandatory by rule {rule.name}"
-    _check_allowed(requests, rules, namespace, keys)
+    _check_allowed(requests, rules, namespace, result)
     return _without_excluded(requests, pod, catalogue, keys, result)
 
 
@@ -238,8 +357,7 @@ def _without_linux_entries(requests: list[_Request], result: Plan) -> list[_Requ
     return []
 
 
-def _check_allowed(requests: dict[str, _Request], rules: list[Rule], namespace: NamespaceInfo,
-                   keys: AnnotationKeys) -> None:
+def _check_allowed(requests: dict[str, _Request], rules: list[Rule], namespace: NamespaceInfo, result: Plan) -> None:
     # Rules restrict what the Pod and the Namespace ask for; entries the rules add themselves are the
     # platform team's own choice.
     for rule in rules:
@@ -248,8 +366,8 @@ def _check_allowed(requests: dict[str, _Request], rules: list[Rule], namespace: 
         for request in requests.values():
             if request.asked_by != "rule" and request.entry not in rule.allowed_entries:
                 allowed = ", ".join(sorted(rule.allowed_entries)) or "none"
-                raise Denied(f"{request.entry} ({request.source}) is not allowed in namespace {namespace.name} "
-                             f"by rule {rule.name}; allowed entries: {allowed}")
+                _breaks(rule, "entry-not-allowed", f"{request.entry} ({request.source}) is not allowed in namespace "
+                        f"{namespace.name} by rule {rule.name}; allowed entries: {allowed}", True, result, (request.entry,))
 
 
 def _without_excluded(requests: dict[str, _Request], pod: PodView, catalogue: Catalogue, keys: AnnotationKeys,
@@ -348,4 +466,4 @@ def _render(entry: Entry, params: dict[str, tuple[Any, str]], pod: PodView, sett
         "pod.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
     }
     native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
-    return entry.renders.get(values, native), native
+    return entry.renders.get(values, native, settings.image_registry), native

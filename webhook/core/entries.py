@@ -27,6 +27,7 @@ class Entry:
     origin: str
     warnings: tuple[str, ...] = ()
     annotations: dict[str, Any] = field(default_factory=dict)  # added to the Pod: key -> compiled template of the value
+    image_pull_secrets: tuple[str, ...] = ()  # Secret names the Pod needs to pull the entry's images
     # Its renders for the values Pods use (webhook.core.renders); new with every load, so a reload starts afresh.
     renders: RenderCache = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 

@@ -16,25 +16,23 @@ from webhook.core.pod import PodView
 from webhook.core.rules import LIMITED, Rule
 
 
-class LimitDenied(Exception):
-    """The Pod breaks a limits rule set to deny (the engine turns it into a denial)."""
-
-
-def check_container_count(pod: PodView, additions: Additions, rule: Rule) -> None:
+def container_count_excess(pod: PodView, additions: Additions, rule: Rule) -> str | None:
+    """Why the Pod breaks the rule's container cap, or None."""
     app = len(pod.containers) + len(pod.lists["initContainers"] or ())
     injected = [c["name"] for c in additions.native_sidecars + additions.containers]
     total = app + len(injected)
-    if rule.max_containers is not None and total > rule.max_containers:
-        added = f", {len(injected)} injected ({', '.join(injected)})" if injected else ""
-        raise LimitDenied(f"the Pod would have {total} containers ({app} of its own{added}); "
-                          f"rule {rule.name} allows at most {rule.max_containers}")
+    if rule.max_containers is None or total <= rule.max_containers:
+        return None
+    added = f", {len(injected)} injected ({', '.join(injected)})" if injected else ""
+    return f"the Pod would have {total} containers ({app} of its own{added}); rule {rule.name} allows at most {rule.max_containers}"
 
 
-def apply(pod: PodView, additions: Additions, rule: Rule) -> tuple[list[str], list[str]]:
-    """Defaults, warns about or denies missing cpu/memory limits, as `rule` says.
-    Returns (warnings for the user, notes of what was defaulted)."""
+def apply(pod: PodView, additions: Additions, rule: Rule, defaulting: bool = True) -> tuple[str | None, list[str]]:
+    """Sets the rule's default resources where cpu/memory limits are missing (missingLimits: default, when
+    `defaulting`), else finds them. Returns (what is missing as a message, or None; the containers given defaults)."""
     assert rule.resources is not None
     mode, defaults = rule.resources.missing_limits, rule.resources.defaults
+    defaulting = defaulting and mode == "default"
     # What the Pod sets at Pod level is its containers' shared budget: a resource limited there counts as
     # limited for each of them, and gets no per-container default (a defaulted request could push the
     # containers' total over the Pod's own, which the apiserver refuses).
@@ -46,8 +44,8 @@ def apply(pod: PodView, additions: Additions, rule: Rule) -> tuple[list[str], li
     defaulted: list[str] = []
     for kind in ("containers", "initContainers"):
         for index, container in enumerate(pod.lists[kind] or ()):
-            resources = container.get("resources") or {}
-            if mode == "default":
+            resources = additions.app_resources.get((kind, index)) or container.get("resources") or {}
+            if defaulting:
                 merged = _with_defaults(resources, defaults)
                 if merged != resources:
                     additions.app_resources[(kind, index)] = merged
@@ -57,7 +55,7 @@ def apply(pod: PodView, additions: Additions, rule: Rule) -> tuple[list[str], li
     for group in (additions.native_sidecars, additions.containers):
         for i, container in enumerate(group):
             resources = container.get("resources") or {}
-            if mode == "default":
+            if defaulting:
                 merged = _with_defaults(resources, defaults)
                 if merged != resources:
                     group[i] = container | {"resources": merged}  # a copy: the template's parts are shared
@@ -65,13 +63,10 @@ def apply(pod: PodView, additions: Additions, rule: Rule) -> tuple[list[str], li
             else:
                 missing += _missing(container["name"], resources, limited)
     if defaulted:
-        return [], [f"rule {rule.name}: default resources set on {', '.join(defaulted)}"]
+        return None, defaulted
     if not missing:
-        return [], []
-    message = f"rule {rule.name}: every container needs cpu and memory limits; missing: {', '.join(missing)}"
-    if mode == "deny":
-        raise LimitDenied(message)
-    return [message], []
+        return None, []
+    return f"rule {rule.name}: every container needs cpu and memory limits; missing: {', '.join(missing)}", []
 
 
 def _missing(name: str, resources: dict[str, Any], limited_by_pod: set[str]) -> list[str]:

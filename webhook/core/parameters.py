@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-TYPES = ("string", "integer", "boolean", "path", "hostPort")
+from kubernetes.utils import parse_quantity
+
+TYPES = ("string", "integer", "boolean", "path", "hostPort", "quantity")
 DECLARATION_FIELDS = {"name", "type", "required", "default", "description", "pattern", "enum", "minimum", "maximum",
                       "renderAs", "notUnder"}
 NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
@@ -24,6 +26,9 @@ PATH = re.compile(r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$")
 # hyphens, no empty label, 253 characters at most) or an IPv4 address, then a port from 1 to 65535.
 HOST_PORT = re.compile(r"^(?=[^:]{1,253}:)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
                        r":([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$")
+# A `quantity` is a Kubernetes resource quantity as the apiserver writes it: a non-negative decimal and a binary
+# (Ki…Ei) or decimal (m, k…E) suffix or an exponent; at most 64 characters (the apiserver's own parser refuses more).
+QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
 SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
                 "/sys", "/usr", "/var/lib", "/var/run")
 SYSTEM_DIRECTORIES = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
@@ -42,8 +47,8 @@ class Parameter:
     description: str = ""
     pattern: re.Pattern[str] | None = None
     enum: tuple[Any, ...] = ()
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: int | str | None = None  # an int for integers, a quantity for quantities
+    maximum: int | str | None = None
     # What a template gets for a value, where it differs from the value the user writes: an enum of names
     # a user knows (format: plain) standing for what the program wants (parser=universal).
     render_as: tuple[tuple[str, str], ...] = ()
@@ -70,8 +75,14 @@ class Parameter:
         if pattern is not None and kind != "string":
             raise ParameterError(f"parameter {name}: pattern applies to strings only")
         for bound in ("minimum", "maximum"):
-            if bound in spec and (kind != "integer" or type(spec[bound]) is not int):
-                raise ParameterError(f"parameter {name}: {bound} must be an integer on an integer parameter")
+            if bound not in spec:
+                continue
+            if kind == "quantity":
+                if not isinstance(spec[bound], str) or not QUANTITY.match(spec[bound]):
+                    raise ParameterError(f"parameter {name}: {bound} must be a quantity (e.g. 64Mi) on a quantity parameter")
+            elif kind != "integer" or type(spec[bound]) is not int:
+                raise ParameterError(f"parameter {name}: {bound} must be an integer on an integer parameter, "
+                                     f"a quantity on a quantity parameter")
         enum = spec.get("enum", [])
         if not isinstance(enum, list):
             raise ParameterError(f"parameter {name}: enum must be a list")
@@ -119,6 +130,10 @@ class Parameter:
             low = "" if self.minimum is None else f" from {self.minimum}"
             high = "" if self.maximum is None else f" to {self.maximum}"
             return f"an integer{low}{high}"
+        if self.type == "quantity":
+            low = "" if self.minimum is None else f" from {self.minimum}"
+            high = "" if self.maximum is None else f" to {self.maximum}"
+            return f"a Kubernetes quantity (e.g. 128Mi, 250m){low}{high}"
         if self.type == "hostPort":
             return ("host:port, a DNS name (labels of 1-63 letters, digits and inner hyphens; no empty label; "
                     "253 characters at most) or an IPv4 address, and a port from 1 to 65535")
@@ -145,7 +160,7 @@ class Parameter:
         return self.check(value)
 
     def check(self, value: Any) -> Any:
-        expected = {"string": str, "integer": int, "boolean": bool, "path": str, "hostPort": str}[self.type]
+        expected = {"string": str, "integer": int, "boolean": bool, "path": str, "hostPort": str, "quantity": str}[self.type]
         if type(value) is not expected:
             raise ParameterError(f"expected {self.accepted()}")
         if self.enum and value not in self.enum:
@@ -153,6 +168,8 @@ class Parameter:
         if self.type == "integer":
             if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
                 raise ParameterError(f"expected {self.accepted()}")
+        if self.type == "quantity" and not _quantity_within(value, self.minimum, self.maximum):
+            raise ParameterError(f"expected {self.accepted()}")
         if self.type == "path" and not _plain_directory(value, self.not_under):
             raise ParameterError(f"expected {self.accepted()}")
         if self.type == "hostPort" and not HOST_PORT.match(value):
@@ -163,6 +180,12 @@ class Parameter:
             if self.pattern is not None and not self.pattern.fullmatch(value):
                 raise ParameterError(f"expected {self.accepted()}")
         return value
+
+    def within(self, value: Any, minimum: Any, maximum: Any) -> bool:
+        """Whether a checked value of an integer or quantity parameter is within other bounds (a policy rule's)."""
+        if self.type == "quantity":
+            return _quantity_within(value, minimum, maximum)
+        return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
 
     def rendered(self, value: Any) -> Any:
         """What a template's placeholder becomes for the (checked) value."""
@@ -177,7 +200,16 @@ class Parameter:
             return self.default
         if self.enum:
             return self.enum[0]
-        return {"string": "sample", "path": "/sample", "hostPort": "sample:1", "integer": self.minimum if self.minimum is not None else 1, "boolean": False}[self.type]
+        return {"string": "sample", "path": "/sample", "hostPort": "sample:1",
+                "integer": self.minimum if self.minimum is not None else 1,
+                "quantity": self.minimum if self.minimum is not None else "1", "boolean": False}[self.type]
+
+
+def _quantity_within(value: str, minimum: Any, maximum: Any) -> bool:
+    if len(value) > 64 or not QUANTITY.match(value):
+        return False
+    amount = parse_quantity(value)
+    return (minimum is None or amount >= parse_quantity(minimum)) and (maximum is None or amount <= parse_quantity(maximum))
 
 
 def _plain_directory(path: str, not_under: tuple[str, ...]) -> bool:

@@ -30,6 +30,7 @@ class Additions:
     replaced_volumes: dict[int, dict[str, Any]] = field(default_factory=dict)
     # "requests"/"limits" -> resource -> the Pod-level value that replaces the Pod's (webhook.core.podresources)
     pod_resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    pull_secrets: list[str] = field(default_factory=list)  # appended to spec.imagePullSecrets
 
 
 def operations(pod: PodView, add: Additions) -> list[Op]:
@@ -54,6 +55,7 @@ def operations(pod: PodView, add: Additions) -> list[Op]:
         for resource, quantity in values.items():
             ops.append({"op": "replace", "path": f"/spec/resources/{kind}/{resource}", "value": quantity})
     _extend(ops, "/spec/volumes", pod.volumes, add.volumes)
+    _extend(ops, "/spec/imagePullSecrets", pod.spec.get("imagePullSecrets"), [{"name": n} for n in add.pull_secrets])
     if add.native_sidecars:
         if pod.lists["initContainers"] is None:
             ops.append({"op": "add", "path": "/spec/initContainers", "value": add.native_sidecars})

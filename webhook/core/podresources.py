@@ -50,6 +50,24 @@ def grown(pod: PodView, injected: list[dict[str, Any]]) -> dict[str, dict[str, s
     return out
 
 
+def requests_above_limits(containers: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Each injected container's request that exceeds its own limit (resources set from parameters can), which
+    the apiserver refuses: "container NAME: memory request 256Mi is above its limit 128Mi"."""
+    found = []
+    for container in containers:
+        resources = container.get("resources") or {}
+        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+        for resource in sorted(set(requests) & set(limits)):
+            try:
+                above = parse_quantity(requests[resource]) > parse_quantity(limits[resource])
+            except ValueError:
+                continue  # a value no parameter could give: the catalogue checked the template
+            if above:
+                found.append(f"container {container.get('name')}: {resource} request {requests[resource]} is above "
+                             f"its limit {limits[resource]}")
+    return tuple(found)
+
+
 def _quantity(value: Decimal, resource: str) -> str:
     """A canonical-enough quantity, rounded up so it still covers the containers: cpu in whole cores or
     millicores, memory in Mi or bytes."""

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.core.images import with_registry
+from webhook.core.podresources import requests_above_limits
 from webhook.core.template import references, render
 
 MAX_RENDERS = 256  # per entry: the namespaces and parameter combinations a cluster uses at once; a few KB each
@@ -29,6 +31,9 @@ class Rendered:
     app_env: list[dict[str, Any]]
     app_mounts: list[dict[str, Any]]
     annotations: dict[str, str]
+    # What the apiserver would refuse in these containers (a request above its limit, from parameters), found
+    # once per render; the engine denies with the parameters' sources.
+    problems: tuple[str, ...] = ()
 
 
 class RenderCache:
@@ -47,19 +52,22 @@ class RenderCache:
     def __len__(self) -> int:
         return len(self._renders)
 
-    def get(self, values: dict[str, Any], native: bool) -> Rendered:
-        key = (native, *(values[ref] for ref in self.references))
+    def get(self, values: dict[str, Any], native: bool, registry: str | None = None) -> Rendered:
+        """`registry`: every image pulled from it instead (webhook.core.images)."""
+        key = (native, registry, *(values[ref] for ref in self.references))
         found = self._renders.get(key)
         if found is not None:
             self._renders.move_to_end(key)
             return found
-        found = self._renders[key] = self._render(values, native)
+        found = self._renders[key] = self._render(values, native, registry)
         if len(self._renders) > self.size:
             self._renders.popitem(last=False)
         return found
 
-    def _render(self, values: dict[str, Any], native: bool) -> Rendered:
+    def _render(self, values: dict[str, Any], native: bool, registry: str | None) -> Rendered:
         containers, volumes, app_env, app_mounts, annotations = (render(t, values) for t in self.templates)
         if native:
             containers = [container | {"restartPolicy": "Always"} for container in containers]
-        return Rendered(containers, volumes, app_env, app_mounts, annotations)
+        if registry:
+            containers = [container | {"image": with_registry(container["image"], registry)} for container in containers]
+        return Rendered(containers, volumes, app_env, app_mounts, annotations, requests_above_limits(containers))

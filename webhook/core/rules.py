@@ -51,6 +51,11 @@ class Rule:
     resources: Resources | None = None
     max_containers: int | None = None
     allowed_entries: frozenset[str] | None = None
+    # enforce: as written; warn: what would deny is an admission warning, and inject adds nothing but a warning
+    # for a Pod lacking the entries; audit: only reported (podpatterns audit, PolicyReports). See findings.py.
+    enforcement: str = "enforce"
+    # Narrower bounds for values Pods give: (entry, parameter, minimum or None, maximum or None), integer or quantity.
+    parameter_bounds: tuple[tuple[str, str, Any, Any], ...] = ()
 
     def applies(self, namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str]) -> bool:
         return self.namespace_selector.matches(namespace_labels) and self.pod_selector.matches(pod_labels)

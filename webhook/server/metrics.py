@@ -39,6 +39,12 @@ for _result in ("success", "failure"):
 CONFIG_LAST_SUCCESS.set(1)
 CONFIG_LAST_SUCCESS_TIME.set_to_current_time()
 
+# The serving certificate the server holds (webhook/server/tlsreload.py sets it at start and at every reload). Alert
+# on it approaching: a renewal (self-managed, cert-manager) that keeps failing shows here weeks before the apiserver
+# refuses the webhook.
+CERTIFICATE_EXPIRY = Gauge("podpatterns_certificate_expiry_timestamp_seconds",
+                           "When the serving certificate being served expires (Unix time)")
+
 
 def count_injection(entries: list[str]) -> None:
     for entry in entries:
@@ -48,3 +54,14 @@ def count_injection(entries: list[str]) -> None:
 @cache  # the children by entry name, as BY_OUTCOME: names come from the catalogues loaded, a handful
 def _injections(entry: str) -> Counter:
     return INJECTIONS.labels(entry)
+
+# The background audit (serve --audit-interval; webhook/server/auditloop.py): what the last pass found, by policy
+# rule and kind of finding. Labels are bounded by the policy's rules, never by Pods or namespaces.
+AUDIT_FINDINGS = Gauge("podpatterns_audit_findings", "Pods breaking a policy rule at the last audit, by rule, kind "
+                       "of finding and the rule's enforcement", ["rule", "kind", "enforcement"])
+AUDIT_PODS = Gauge("podpatterns_audit_pods", "Pods the last audit checked")
+AUDIT_LAST_SUCCESS_TIME = Gauge("podpatterns_audit_last_success_timestamp_seconds",
+                                "When the last audit pass completed (Unix time); 0 before the first")
+AUDIT_RUNS = Counter("podpatterns_audit_runs", "Audit passes, by result", ["result"])
+for _result in ("success", "failure"):
+    AUDIT_RUNS.labels(_result)

@@ -24,7 +24,7 @@ from webhook.core.configuration import Configuration, ConfigurationHolder
 from webhook.core.engine import Settings
 from webhook.core.keys import AnnotationKeys
 from webhook.core.namespaces import Namespaces, namespaces_in
-from webhook.server import protocol, reload
+from webhook.server import auditloop, protocol, reload
 from webhook.server.app import Webhook, create_app
 from webhook.server.shutdown import DEFAULT_GRACE_SECONDS, DrainingServer
 from webhook.server.tlsreload import CertificateReloader, harden
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             entries = catalogue.load(args.catalog)
             configuration = Configuration(
                 entries,
-                Settings(AnnotationKeys(args.prefix), kubeversion.native_sidecars(args.kube_version, api)),
+                Settings(AnnotationKeys(args.prefix), kubeversion.native_sidecars(args.kube_version, api),
+                         args.image_registry, tuple(args.image_pull_secret)),
                 policy.load(args.policy, entries) if args.policy else rules.EMPTY,
             )
         except catalogue.CatalogueError as err:
@@ -103,13 +104,16 @@ def run(args: argparse.Namespace) -> int:
         watcher = reload.ConfigurationReloader(holder, args.catalog, args.policy, configuration.settings,
                                                args.reload_seconds, seen)
         watcher.start()
+    audit = auditloop.from_args(args, api, holder)  # None unless --audit-interval
+    if audit is not None:
+        audit.start()
     if certificates.secret is not None:
         certificates.secret.run(args.cert_check_seconds)
     server = DrainingServer(config, app.drain, args.drain_seconds)
     health = _health_server(app, args.host, args.health_port, limits) if args.health_port else None
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(_serve(server, health))
-    for service in (cache, reloader, watcher, certificates.secret):
+    for service in (cache, reloader, watcher, audit, certificates.secret):
         if service is not None:
             service.stop()
     return 0
@@ -150,8 +154,11 @@ def _cluster(args: argparse.Namespace) -> ApiClient | None:
     if args.watch_namespaces and args.namespaces_file:
         raise Refusal("--watch-namespaces and --namespaces-file exclude each other: the Namespaces come from the "
                       "cluster or from the file")
+    if args.audit_write_reports and not args.audit_interval:
+        raise Refusal("--audit-write-reports writes what the background audit finds: it needs --audit-interval SECONDS")
     if not args.cert_secret:
-        return _api_client("--watch-namespaces") if args.watch_namespaces else None
+        needed = "--watch-namespaces" if args.watch_namespaces else "--audit-interval" if args.audit_interval else None
+        return _api_client(needed) if needed else None
     if args.tls_cert or args.tls_key:
         raise Refusal("--cert-secret makes and renews the certificate itself; it excludes --tls-cert and --tls-key")
     if not args.service:

@@ -12,7 +12,9 @@ import ssl
 import threading
 from pathlib import Path
 
+from webhook import certs
 from webhook.logs import event
+from webhook.server import metrics
 
 MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
@@ -23,12 +25,22 @@ def harden(context: ssl.SSLContext) -> None:
     context.set_ciphers(MODERN_CIPHERS)
 
 
+def record_expiry(certfile: Path) -> None:
+    """Sets podpatterns_certificate_expiry_timestamp_seconds to the expiry of the certificate in `certfile`."""
+    try:
+        metrics.CERTIFICATE_EXPIRY.set(certs.expiry(certfile.read_bytes()).timestamp())
+    except (OSError, ValueError, IndexError) as err:  # the context loaded it, so this is a race with a writer
+        event(logging.WARNING, "could not read the serving certificate's expiry", certfile=str(certfile), error=str(err))
+
+
 class CertificateReloader:
     def __init__(self, context: ssl.SSLContext, certfile: Path, keyfile: Path, interval: float = 1.0):
         self.context, self.certfile, self.keyfile, self.interval = context, certfile, keyfile, interval
         self._seen = self._signature()
         self._stop = threading.Event()
         self.reloads = 0
+        # Made right after the server loaded these files into `context` (serve.py): what it serves from the start.
+        record_expiry(certfile)
 
     def _signature(self) -> tuple:
         # stat() follows symlinks, so the kubelet's swap of a mounted Secret's ..data link counts as a change.
@@ -52,6 +64,7 @@ class CertificateReloader:
             return False
         self._seen = signature
         self.reloads += 1
+        record_expiry(self.certfile)
         event(logging.INFO, "serving certificate reloaded", certfile=str(self.certfile))
         return True
 
