@@ -329,3 +329,33 @@ def test_rbac_403_exits_2_and_says_forbidden(cluster, capsys):
     assert (code, out) == (2, "")
     assert err == f"podpatterns status: forbidden: {message} (the user lacks RBAC permission; see README, Day two, " \
                   "for the rules needed)\n"
+
+
+def test_with_a_release_the_namespaces_its_webhook_excludes_are_not_held_to_a_mandatory_rule(tmp_path, capsys):
+    """webhook.excludedNamespaces (here: monitoring) is read off the release's MutatingWebhookConfiguration; a user
+    who may not list webhook configurations is told, and only the release's own namespace is left out."""
+    policy_text = POLICY.replace("    namespaceSelector: {matchLabels: {env: prod}}\n", "")
+    labels = {"app.kubernetes.io/instance": "pp"}
+    excluded = ["podpatterns", "kube-system", "kube-public", "kube-node-lease", "monitoring"]
+    configuration = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                     "metadata": {"name": "pp-podpatterns", "labels": labels},
+                     "webhooks": [{"name": name, "namespaceSelector": {"matchExpressions": [
+                         {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}]}}
+                         for name in ("inject.podpatterns.io", "namespace.podpatterns.io")]}
+    with KubeApi() as api:
+        api.put(configuration, "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/pp-podpatterns")
+        api.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"labels": labels},
+                 "data": {"policy.yaml": policy_text}}, "/api/v1/namespaces/podpatterns/configmaps/pp-podpatterns-policy")
+        for namespace in ("monitoring", "team-a"):
+            api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {}}, f"/api/v1/namespaces/{namespace}")
+            store_pod(api, pod(f"app-{namespace}", namespace, inject=None))
+        kubeconfig = str(api.kubeconfig(tmp_path / "kc"))
+        args = ("--kubeconfig", kubeconfig, "-A", "--release", "pp", "--release-namespace", "podpatterns", "-o", "json")
+        code, out, err = status(capsys, *args)
+        assert code == 1, err
+        assert [w["namespace"] for w in json.loads(out)["workloads"]] == ["team-a"]
+        api.fault("GET", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", status=403,
+                  reason="Forbidden", message="forbidden")
+        code, out, err = status(capsys, *args)
+        assert [w["namespace"] for w in json.loads(out)["workloads"]] == ["monitoring", "team-a"]
+        assert "cannot list mutatingwebhookconfigurations (forbidden)" in err

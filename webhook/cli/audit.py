@@ -55,9 +55,10 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
                             "kube-node-lease and the server's own; repeatable")
 
 
-def skipped_namespaces(args: argparse.Namespace) -> tuple[str, ...]:
-    """Namespaces the webhook is never called for besides the control plane's: the release's own, and those given."""
-    return ((args.release_namespace,) if args.release else ()) + tuple(args.skip_namespace)
+def skipped_namespaces(args: argparse.Namespace, api: Any) -> tuple[str, ...]:
+    """Namespaces the webhook is never called for besides the control plane's: with --release, those its webhook
+    configuration excludes; and those given."""
+    return clusterargs.never_sent(args, api) + tuple(args.skip_namespace)
 
 
 @clusterargs.cluster_command("audit")
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             existing = policyreports.read(api, namespace)
         except policyreports.ReportsUnavailable as err:
             raise clusterargs.CommandFailed(str(err)) from None
-    found = podaudit.run(api, configuration, namespace, skipped_namespaces(args))
+    found = podaudit.run(api, configuration, namespace, skipped_namespaces(args, api))
     data = found.as_dict()
     if existing is not None:
         written = policyreports.write(api, found, existing, time.time())

@@ -116,6 +116,26 @@ def configuration(args: argparse.Namespace, api: Any) -> Configuration:
     return Configuration(entries, Settings(AnnotationKeys(prefix), native, registry, secrets), checked)
 
 
+def never_sent(args: argparse.Namespace, api: Any) -> tuple[str, ...]:
+    """With --release, the namespaces its webhook is never called for (read off its MutatingWebhookConfiguration:
+    the release's own, webhook.excludedNamespaces); the control plane's are always left out by the callers. A user
+    who may not read webhook configurations gets the release's namespace alone, and a note saying so."""
+    if not args.release:
+        return ()
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook.cluster import webhookscope
+
+    try:
+        return webhookscope.release_never_sent(api, args.release, args.release_namespace)
+    except ApiException as err:
+        if err.status != 403:
+            raise
+        print(f"note: cannot list mutatingwebhookconfigurations (forbidden): only namespace {args.release_namespace} "
+              f"and the control plane's are taken as never sent to the webhook", file=sys.stderr)
+        return (args.release_namespace,)
+
+
 def cluster_command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
     """Runs a command, turning what stops it (no cluster, an API error, a broken configuration) into a one-line
     reason on stderr and exit code 2."""

@@ -26,11 +26,6 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def never_sent(args: argparse.Namespace) -> tuple[str, ...]:
-    """Namespaces the webhook is never called for besides the control plane's: the release's own."""
-    return (args.release_namespace,) if args.release else ()
-
-
 @clusterargs.cluster_command("status")
 def run(args: argparse.Namespace) -> int:
     from webhook.cluster import workloads  # the client and the audit only when run
@@ -38,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     api = clusterargs.connect(args)
     configuration = clusterargs.configuration(args, api)
     namespace = clusterargs.namespaces(args)
-    found = workloads.take_inventory(api, configuration, namespace, never_sent(args))
+    found = workloads.take_inventory(api, configuration, namespace, clusterargs.never_sent(args, api))
     if args.stale:
         found = found.only_stale()
     if not found.groups and args.output == "table":

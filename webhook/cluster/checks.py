@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from webhook import certs
-from webhook.cluster import kubeclient, kubeversion, podmetrics, servingcert, workloads
+from webhook.cluster import kubeclient, kubeversion, podmetrics, servingcert, webhookscope, workloads
 from webhook.core import inventory
 from webhook.core.configuration import Configuration
 
 OK, WARNING, FAILURE, UNCHECKED = "ok", "warning", "failure", "unchecked"  # unchecked: the API refused or is gone
 INSTANCE = "app.kubernetes.io/instance"
-NAME_LABEL = "kubernetes.io/metadata.name"
 MINIMUM_VERSION = (1, 28)  # the chart's kubeVersion: webhook matchConditions
 EXPIRY_WARNING = dt.timedelta(days=14)  # both chart modes renew 30 days before: 14 left means renewal is failing
 TIMEOUT_LIMIT = 10  # seconds: the apiserver's own budget for a request's admission (chart README)
@@ -136,6 +135,7 @@ class Checker:
         yield _same(group, "reinvocationPolicy is IfNeeded", entries, "reinvocationPolicy", "IfNeeded", WARNING,
                     "hint: with Never, containers a later webhook adds are not checked again by podpatterns; the chart "
                     "renders IfNeeded")
+        excludes = webhookscope.excludes
         leaky = [f"{w['name']} is called for Pods of {', '.join(n for n in (namespace, 'kube-system') if not excludes(w, n))}"
                  for w in entries if not (excludes(w, namespace) and excludes(w, "kube-system"))]
         yield Result(group, f"namespaces {namespace} and kube-system are excluded", FAILURE if leaky else OK,
@@ -445,14 +445,7 @@ class Checker:
                      "hint: podpatterns status -A shows why" if flagged else "")
 
     def _never_sent(self) -> tuple[str, ...]:
-        """The namespaces every webhook of the configuration excludes by name (release namespace, excludedNamespaces)."""
-        entries = (self.webhooks or {}).get("webhooks") or []
-        named: set[str] = {self.target.namespace}
-        for webhook in entries[:1]:
-            for expression in (webhook.get("namespaceSelector") or {}).get("matchExpressions") or []:
-                if expression.get("key") == NAME_LABEL and expression.get("operator") == "NotIn":
-                    named |= set(expression.get("values") or [])
-        return tuple(sorted(n for n in named if all(excludes(w, n) for w in entries)) or [self.target.namespace])
+        return webhookscope.never_sent((self.webhooks or {}).get("webhooks") or [], self.target.namespace)
 
     # --- reading the API
 
@@ -478,25 +471,6 @@ class Checker:
         except Exception as err:
             raise _Unchecked(*_api_problem(err, verb, resource)) from err
         return json.loads(response.data).get("items") or []
-
-
-def excludes(webhook: dict[str, Any], namespace: str) -> bool:
-    """Whether the webhook is never called for Pods of `namespace`: its namespaceSelector rules the Namespace out by
-    its name label (NotIn, In without it, matchLabels of another name), or a matchCondition compares request.namespace
-    with the name."""
-    selector = webhook.get("namespaceSelector") or {}
-    for expression in selector.get("matchExpressions") or []:
-        if expression.get("key") != NAME_LABEL:
-            continue
-        values, operator = expression.get("values") or [], expression.get("operator")
-        if (operator == "NotIn" and namespace in values) or (operator == "In" and namespace not in values) \
-                or operator == "DoesNotExist":
-            return True
-    if NAME_LABEL in (selector.get("matchLabels") or {}) and selector["matchLabels"][NAME_LABEL] != namespace:
-        return True
-    return any("request.namespace" in (c.get("expression") or "")
-               and (f"'{namespace}'" in c["expression"] or f'"{namespace}"' in c["expression"])
-               for c in webhook.get("matchConditions") or [])
 
 
 def _service(webhook: dict[str, Any]) -> dict[str, Any]:
