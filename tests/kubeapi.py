@@ -38,6 +38,11 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 # reads them from the Go types' patchMergeKey tags).
 MERGE_KEYS = {"webhooks": "name", "containers": "name", "initContainers": "name", "volumes": "name", "env": "name"}
 
+# Resources served with a status subresource, as a CRD with `subresources: {status: {}}` is: `…/NAME/status` reads and
+# writes the status only, a write of the object itself keeps the stored status, and metadata.generation counts the
+# changes of everything else.
+STATUS_SUBRESOURCES = {"patterntemplates.podpatterns.io"}
+
 DEFAULT_VERSION = {"major": "1", "minor": "36", "gitVersion": "v1.36.0", "gitCommit": "0" * 40,
                    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25.1",
                    "compiler": "gc", "platform": "linux/amd64"}
@@ -67,6 +72,7 @@ class Location:
     resource: str
     namespace: str | None
     name: str | None
+    subresource: str | None = None  # "status" (STATUS_SUBRESOURCES only)
 
     @property
     def collection(self) -> str:
@@ -101,6 +107,8 @@ def locate(path: str) -> Location:
     namespace = None
     if rest[0] == "namespaces" and len(rest) >= 3:
         namespace, rest = rest[1], rest[2:]
+    if len(rest) == 3 and rest[2] == "status" and (f"{rest[0]}.{group}" if group else rest[0]) in STATUS_SUBRESOURCES:
+        return Location(group, version, rest[0], namespace, rest[1], "status")
     if len(rest) > 2:
         raise ApiError(404, "NotFound", f"the stand-in serves no subresource: {path}")
     return Location(group, version, rest[0], namespace, rest[1] if len(rest) == 2 else None)
@@ -374,6 +382,9 @@ class KubeApi:
                 path = f"{location.collection}/{location.name}"
                 if request.method == "GET":
                     return 200, self._existing(location, path)
+                if location.subresource == "status" and request.method in ("PUT", "PATCH"):
+                    return 200, self._status(location, path, request.content_type if request.method == "PATCH" else None,
+                                             request.body)
                 if request.method == "PUT":
                     return 200, self._update(location, path, request.body)
                 if request.method == "PATCH":
@@ -462,6 +473,24 @@ class KubeApi:
         self._precondition(location, old, obj.get("metadata", {}).get("resourceVersion"))
         _immutable(location, old, obj)
         _generation(location, old, obj)
+        return self._commit(path, obj, "MODIFIED")
+
+    def _status(self, location: Location, path: str, content_type: str | None, body: Any) -> dict[str, Any]:
+        """A PUT (content_type None) or PATCH of `…/status`: of what it sends, only the status is kept."""
+        old = self._existing(location, path)
+        if content_type is None:
+            sent = copy.deepcopy(body)
+            self._precondition(location, old, (sent.get("metadata") or {}).get("resourceVersion"))
+        elif content_type == JSON_PATCH:
+            sent = jsonpatch.JsonPatch(body).apply(copy.deepcopy(old))
+        elif content_type in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
+            sent = merge_patch(old, body)
+        else:
+            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
+        obj = copy.deepcopy(old)
+        obj.pop("status", None)
+        if sent.get("status") is not None:
+            obj["status"] = sent["status"]
         return self._commit(path, obj, "MODIFIED")
 
     def _delete(self, location: Location, path: str) -> dict[str, Any]:
@@ -635,10 +664,29 @@ def _identify(location: Location, obj: dict[str, Any], old: dict[str, Any] | Non
 def _generation(location: Location, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
     """metadata.generation of the apps/v1 workloads as the real API keeps it: 1 at creation, one more for each
     change of the spec (a `rollout restart` patch); status and metadata changes leave it."""
+    if location.qualified in STATUS_SUBRESOURCES:
+        return _custom_generation(old, new)
     if location.group != "apps":
         return
     before = int((old or {}).get("metadata", {}).get("generation") or 0)
     new["metadata"]["generation"] = before + 1 if old is None or old.get("spec") != new.get("spec") else before
+
+
+def _custom_generation(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+    """A custom resource with a status subresource: the stored status survives a write of the object, and the
+    generation grows with each change of anything but metadata and status."""
+    if old is not None:
+        new.pop("status", None)
+        if "status" in old:
+            new["status"] = copy.deepcopy(old["status"])
+    else:
+        new.pop("status", None)
+
+    def rest(obj: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+    before = int((old or {}).get("metadata", {}).get("generation") or 0)
+    new["metadata"]["generation"] = before + 1 if old is None or rest(old) != rest(new) else before
 
 
 def _immutable(location: Location, old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -53,9 +53,9 @@ BROKEN = [
     ("unknown-placeholder", GOOD.replace("${params.verbose}", "${params.verbos}"), 15,
      "unknown placeholder ${params.verbos}; known: params.port, params.verbose, pod.name, pod.namespace, pod.serviceAccountName"),
     ("schema", GOOD.replace("name: metrics}", "name: metrics, protocol: [TCP]}"), 16,
-     "spec.containers.0.ports.0.protocol: ['TCP'] is not of type 'string', 'null'"),
+     "spec.containers[0].ports[0].protocol: ['TCP'] is not of type 'string', 'null'"),
     ("unknown-container-field", GOOD.replace("    image: prom", "    imagePullPolicyy: Always\n    image: prom"), 14,
-     "spec.containers.0.imagePullPolicyy: Additional properties are not allowed ('imagePullPolicyy' was unexpected)"),
+     "spec.containers[0].imagePullPolicyy: Additional properties are not allowed ('imagePullPolicyy' was unexpected)"),
     ("string-in-integer-field", GOOD.replace("containerPort: \"${params.port}\"", "containerPort: \"${pod.name}\""), 16,
      "this field takes an integer: it must be a lone placeholder of an integer parameter, not '${pod.name}'"),
     ("duplicate-key", GOOD.replace("  lifecycle: regular\n", "  lifecycle: regular\n  lifecycle: native\n"), 9,
@@ -166,7 +166,7 @@ def test_serve_refuses_to_start_on_a_broken_catalogue_naming_the_file(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "refusing to start, the catalogue is broken" in done.stderr
-    assert f"{folder / 'entry.yaml'}:15: unknown placeholder" in done.stderr
+    assert f"{folder / 'entry.yaml'}:15: spec.containers[0].args[1]: unknown placeholder" in done.stderr
 
 
 def test_serve_with_a_catalogue_directory_adds_and_overrides_entries(tmp_path):

@@ -52,6 +52,8 @@ SCENARIOS: dict[str, list[str]] = {
     # The background audit writing PolicyReports, with the chart's own CRD (tests/test_chart_audit.py runs it).
     "audit": ["audit.interval=300", "audit.writeReports=true", "audit.installPolicyReportCRD=true",
               "webhook.excludedNamespaces[0]=monitoring"],
+    # Only the built-ins and the catalogue value: the cluster's PatternTemplates are not watched.
+    "no-patterntemplate-watch": ["patternTemplateWatch.enabled=false"],
 }
 
 CERTIFICATES_FROM_OUTSIDE = {"cert-manager", "cert-manager-cluster-issuer", "existing-secret"}
@@ -164,6 +166,20 @@ def test_rbac_is_exactly_what_the_server_reads_and_writes(scenario):
     watch_namespaces = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
     for binding in [b for b in ("RoleBinding", "ClusterRoleBinding") if b in rbac]:
         assert rbac[binding]["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    # The PatternTemplate watch (on by default): list+watch them, and a merge patch of their status — no get, no
+    # update of the objects themselves (tests/test_patterntemplate_status.py checks the server sends nothing else).
+    args = find(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]["args"]
+    rules = rbac["ClusterRole"]["rules"]
+    watched = [{"apiGroups": ["podpatterns.io"], "resources": ["patterntemplates"], "verbs": ["list", "watch"]},
+               {"apiGroups": ["podpatterns.io"], "resources": ["patterntemplates/status"], "verbs": ["patch"]}]
+    if name == "no-patterntemplate-watch":
+        assert "--watch-patterntemplates" not in args
+        assert not [rule for rule in rules if "podpatterns.io" in rule["apiGroups"]]
+    else:
+        assert "--watch-patterntemplates" in args
+        assert rules[1:3] == watched
+        # The rest is what the scenario renders without it (a copy: the documents are shared by the scenario's tests).
+        rbac["ClusterRole"] = {**rbac["ClusterRole"], "rules": rules[:1] + rules[3:]}
     if name == "audit":
         # The background audit lists Pods and keeps its PolicyReports (README, "Background audit").
         assert rbac["ClusterRole"]["rules"][-3:] == [
@@ -187,6 +203,9 @@ def test_rbac_is_exactly_what_the_server_reads_and_writes(scenario):
     assert rbac["ClusterRole"]["rules"] == [
         watch_namespaces,
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+         "resourceNames": [FULLNAME], "verbs": ["get", "patch"]},
+        # The caBundle of the ValidatingWebhookConfiguration of PatternTemplates (tests/test_chart_validating.py).
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
          "resourceNames": [FULLNAME], "verbs": ["get", "patch"]},
     ]
 
@@ -317,7 +336,8 @@ _example_entry().replace("name: tailer", "name: tailer-two")),
     assert settings == {"prefix": "patterns.example.com", "log-level": "debug", "kube-version": "1.28",
                         "max-body-bytes": 3145728, "drain-seconds": 5, "shutdown-timeout-seconds": 10,
                         "idle-timeout-seconds": 120, "read-timeout-seconds": 10, "max-head-bytes": 32768,
-                        "namespace-lookup-timeout-seconds": 2, "health-port": None}
+                        "namespace-lookup-timeout-seconds": 2, "health-port": None, "image-registry": None,
+                        "image-pull-secret": []}
     # Every chart setting is a flag the server takes (the chart server test runs them for real).
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(find(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]["settings.yaml"])

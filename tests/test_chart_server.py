@@ -126,6 +126,11 @@ def seed(api: KubeApi, docs: list[dict[str, Any]]) -> None:
                 f"/api/v1/namespaces/{name}")
 
 
+TEMPLATES = "/apis/podpatterns.io/v1alpha1/patterntemplates"
+TRACER = {"apiVersion": "podpatterns.io/v1alpha1", "kind": "PatternTemplate", "metadata": {"name": "tracer"},
+          "spec": {"pattern": "sidecar", "containers": [{"name": "tracer", "image": "registry.example/tracer:1.0"}]}}
+
+
 def pod_review(namespace: str) -> dict[str, Any]:
     body = review("pod-create-annotated")
     body["request"]["namespace"] = namespace
@@ -147,6 +152,8 @@ def access(method: str, path: str, query: dict[str, list[str]]) -> tuple[str, st
     if rest[0] == "namespaces" and len(rest) >= 3:
         namespace, rest = rest[1], rest[2:]
     resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+    if len(rest) > 2:  # a subresource: RBAC names it resource/subresource (patterntemplates/status)
+        resource = f"{resource}/{rest[2]}"
     verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
     if verb is None:
         verb = "watch" if query.get("watch", ["false"])[0] in ("true", "1") else "get" if name else "list"
@@ -201,6 +208,12 @@ def test_the_default_install_runs_self_managed_and_enforces_the_chart_policy(tmp
             client = deployment.wait_ready(ca)
             webhook = api.get(f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{FULLNAME}")["webhooks"][0]
             assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca
+            # A PatternTemplate applied in the cluster is served, and its status written (patterntemplates/status).
+            api.put(TRACER, f"{TEMPLATES}/tracer")
+            deadline = time.monotonic() + 15
+            while not (api.get(f"{TEMPLATES}/tracer") or {}).get("status") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert api.get(f"{TEMPLATES}/tracer")["status"]["conditions"][0]["reason"] == "Served"
 
             # The chart's policy: prod-logs makes log-shipper mandatory in namespaces labelled env=prod.
             body = pod_review("shop")
@@ -222,7 +235,9 @@ def test_the_default_install_runs_self_managed_and_enforces_the_chart_policy(tmp
     # Least privilege both ways: everything granted was needed.
     assert used >= {("create", "", "secrets"), ("get", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
                     ("patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
-                    ("get", "", "namespaces"), ("list", "", "namespaces"), ("watch", "", "namespaces")}
+                    ("get", "", "namespaces"), ("list", "", "namespaces"), ("watch", "", "namespaces"),
+                    ("list", "podpatterns.io", "patterntemplates"), ("watch", "podpatterns.io", "patterntemplates"),
+                    ("patch", "podpatterns.io", "patterntemplates/status")}
 
 
 @pytest.mark.slow
@@ -261,4 +276,5 @@ def test_existing_secret_mode_serves_the_mounted_certificate(tmp_path):
         finally:
             deployment.stop()
         used = assert_within_rbac(api, docs)
-    assert used == {("list", "", "namespaces"), ("watch", "", "namespaces")}
+    assert used == {("list", "", "namespaces"), ("watch", "", "namespaces"),
+                    ("list", "podpatterns.io", "patterntemplates"), ("watch", "podpatterns.io", "patterntemplates")}

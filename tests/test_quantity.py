@@ -71,3 +71,22 @@ def test_a_request_above_its_limit_is_denied_naming_each_value_and_where_it_came
         "db-ambassador: container db-ambassador: memory request 256Mi is above its limit 128Mi, which the apiserver "
         "refuses; its resource parameters: cpuRequest = 10m (default), memoryRequest = 256Mi (annotation "
         "db-ambassador.podpatterns.io/memoryRequest), cpuLimit = 250m (default), memoryLimit = 128Mi (default)")
+
+
+def test_a_namespace_environment_sizes_the_sidecars_for_a_limitrange_strict_namespace(tmp_path):
+    """A LimitRange that wants at least 64Mi requests: the environment gives them, the Pod says nothing."""
+    from webhook.catalog import policy
+
+    (tmp_path / "policy.yaml").write_text(
+        "apiVersion: podpatterns.io/v1alpha1\nkind: Policy\nspec:\n  environments:\n    parameters:\n      strict:\n"
+        "        log-shipper: {memoryRequest: 64Mi, memoryLimit: 192Mi, cpuRequest: 20m}\n")
+    rules = policy.load(tmp_path / "policy.yaml", CATALOGUE)
+    sent = pod()
+    sent["metadata"]["annotations"] = {"podpatterns.io/inject": "log-shipper"}
+    plan = engine.plan(sent, CATALOGUE, engine.Settings(), "shop", "",
+                       engine.NamespaceInfo("shop", {"env": "strict"}), rules)
+    shipper = next(c for c in apply(sent, plan.ops)["spec"]["initContainers"] if c["name"] == "log-shipper")
+    assert shipper["resources"]["requests"]["memory"] == "64Mi" and shipper["resources"]["requests"]["cpu"] == "20m"
+    assert shipper["resources"]["limits"]["memory"] == "192Mi"
+    decision = next(d for d in plan.decisions if d.entry == "log-shipper")
+    assert decision.parameters["memoryLimit"] == ("192Mi", "environment strict (namespace label env)")

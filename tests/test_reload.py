@@ -53,7 +53,7 @@ spec:
 
 
 BROKEN_ENTRY = (entry().replace("type: string", "type: str"), 10,
-                "parameter level: type 'str' is not one of string, integer, boolean, path, hostPort, quantity")
+                "spec.parameters[0]: parameter level: type 'str' is not one of string, integer, boolean, path, hostPort, quantity")
 POLICY = """\
 apiVersion: podpatterns.io/v1alpha1
 kind: Policy

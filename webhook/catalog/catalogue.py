@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 import orjson
 import yaml
 
-from webhook.catalog import schema
+from webhook.catalog import definition, schema
 from webhook.catalog.definition import API_VERSION, APP_FIELDS, KIND, LIFECYCLES, PATTERNS, SPEC_FIELDS
 from webhook.catalog.restricted import (
     container_violations,
@@ -42,13 +42,16 @@ from webhook.core.template import (
     sequence,
 )
 
-SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+SECRET_NAME = re.compile(definition.DNS_SUBDOMAIN)
 # An annotation an entry adds (e.g. a config file handed to its container through the downward API):
 # a qualified name under a DNS prefix of its own, never one of the user contract's keys.
 ANNOTATION_KEY = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(definition.DNS_LABEL)
 SAMPLE_POD = {"pod.name": "sample", "pod.namespace": "default", "pod.serviceAccountName": "default"}
 APP_STAND_IN = "podpatterns-app-stand-in"
+
+
+OBJECT_PREFIX = "patterntemplate/"  # the file name a cluster object's entry and problems carry
 
 
 class CatalogueError(Problems):
@@ -67,10 +70,21 @@ def merge(directories: Iterable[str | Path] = (), objects: Mapping[str, Mapping[
     """The catalogue the server serves: built-ins, overlaid by each directory in turn, overlaid by the cluster's
     PatternTemplate objects (name -> object as the API returns it). Raises CatalogueError naming every problem;
     a cluster object's problems name `patterntemplate/NAME` and the line in its `object_text`."""
-    entries = load(directories).entries
-    if objects:
-        entries = entries | load_texts({f"patterntemplate/{name}": object_text(obj) for name, obj in sorted(objects.items())})
+    entries: dict[str, Entry] = {}
+    for _, found in sources(directories, objects):
+        entries |= found
     return Catalogue(entries)
+
+
+def sources(directories: Iterable[str | Path] = (), objects: Mapping[str, Mapping[str, Any]] | None = None,
+            ) -> list[tuple[str, dict[str, Entry]]]:
+    """Where `merge` takes entries from, lowest precedence first, each as (kind, entries): ("built-in", …), a
+    ("directory", …) per directory, ("cluster object", …); an entry overrides those of its name before it."""
+    found = [("built-in", builtin_entries())] + [("directory", load_directory(d)) for d in directories]
+    if objects:
+        found.append(("cluster object", load_texts({f"{OBJECT_PREFIX}{name}": object_text(obj)
+                                                    for name, obj in sorted(objects.items())})))
+    return found
 
 
 def builtin_entries() -> dict[str, Entry]:
@@ -145,7 +159,7 @@ def load_text(text: str, filename: str) -> list[Entry]:
         try:
             entries.append(_entry(doc, filename))
         except Invalid as err:
-            problems.append(Problem(filename, doc.line_of(err.path), err.message))
+            problems.append(Problem(filename, doc.line_of(err.path), err.message, err.path))
         except CatalogueError as err:
             problems.extend(err.problems)
     if problems:
@@ -160,7 +174,7 @@ def _entry(doc: Document, filename: str) -> Entry:
     if data.get("apiVersion") != API_VERSION or data.get("kind") != KIND:
         raise Invalid(("kind",), f"expected apiVersion: {API_VERSION} and kind: {KIND}")
     name = (data.get("metadata") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
-    if not isinstance(name, str) or not DNS_LABEL.match(name):
+    if not isinstance(name, str) or not DNS_LABEL.fullmatch(name):
         raise Invalid(("metadata", "name"), f"metadata.name {name!r} must be a DNS label (a-z, 0-9, -; at most 63)")
     spec = data.get("spec")
     if not isinstance(spec, dict):
@@ -185,6 +199,9 @@ def _entry(doc: Document, filename: str) -> Entry:
 
     annotations = _annotations(spec.get("annotations", {}), name, parameters)
     pull_secrets = _pull_secrets(spec.get("imagePullSecrets", []))
+    # What the checks above leave to the CRD's schema: a file valid here applies as-is with kubectl apply.
+    for path, message in definition.problems(data):
+        raise Invalid(path, message)
 
     def compiled(node: Any, definition: str, path: tuple[Any, ...]) -> Any:
         try:
@@ -226,7 +243,7 @@ def _check_sample(entry: Entry, doc: Document, filename: str) -> list[str]:
     problems = []
     for path, message in schema.pod_errors(pod):
         source = _source_path(path, len(containers))
-        problems.append(Problem(filename, doc.line_of(source), f"{'.'.join(map(str, source))}: {message}"))
+        problems.append(Problem(filename, doc.line_of(source), message, tuple(source)))
     declared = {v["name"] for v in volumes}
     for i, container in enumerate(containers + [stand_in]):
         for j, mount in enumerate(container.get("volumeMounts") or []):
@@ -234,7 +251,7 @@ def _check_sample(entry: Entry, doc: Document, filename: str) -> list[str]:
                 source = _source_path(["spec", "containers", i, "volumeMounts", j], len(containers))
                 problems.append(Problem(filename, doc.line_of(source),
                                         f"volumeMount {mount.get('name')!r} names no volume of this entry "
-                                        f"(declared: {', '.join(sorted(declared)) or 'none'})"))
+                                        f"(declared: {', '.join(sorted(declared)) or 'none'})", tuple(source)))
     if problems:
         raise CatalogueError(problems)
     return ([v for c in containers for v in container_violations(c)]
@@ -257,7 +274,7 @@ def _pull_secrets(data: Any) -> tuple[str, ...]:
     names = []
     for i, item in enumerate(data):
         if not isinstance(item, dict) or set(item) != {"name"} or not isinstance(item["name"], str) \
-                or not SECRET_NAME.match(item["name"]):
+                or not SECRET_NAME.fullmatch(item["name"]):
             raise Invalid(path + (i,), "each imagePullSecrets item is {name: SECRET}, a Secret's name (a DNS subdomain)")
         names.append(item["name"])
     return tuple(dict.fromkeys(names))
@@ -320,7 +337,7 @@ def _named_list(spec: dict[str, Any], key: str, required: bool = False) -> list[
     names = set()
     for i, item in enumerate(items):
         name = item.get("name") if isinstance(item, dict) else None
-        if not isinstance(name, str) or "$" in name or not DNS_LABEL.match(name):
+        if not isinstance(name, str) or "$" in name or not DNS_LABEL.fullmatch(name):
             raise Invalid(("spec", key, i), f"spec.{key}[{i}].name must be a fixed DNS label (no placeholders)")
         if name in names:
             raise Invalid(("spec", key, i), f"spec.{key}[{i}].name {name!r} is used twice")

@@ -9,6 +9,7 @@ file and line, and a policy with any problem is refused whole, so a running serv
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def load_text(text: str, filename: str, catalogue: Catalogue) -> Policy:
         raise PolicyError([Problem(filename, 0, f"expected one {KIND} document, found {len(documents)}")])
     doc = documents[0]
     try:
-        return _policy(doc, filename, catalogue)
+        return replace(_policy(doc, filename, catalogue), source=text)
     except Invalid as err:
         raise PolicyError([Problem(filename, doc.line_of(err.path), err.message)]) from None
 

@@ -14,14 +14,23 @@ PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong in a loaded file, where it is."""
+    """One thing wrong in a loaded file, where it is: the line and, when known, the field."""
 
     file: str
     line: int
     message: str
+    path: tuple[Any, ...] = ()  # keys and list indexes inside the document
+
+    @property
+    def field(self) -> str:
+        """The path as Kubernetes writes it: spec.containers[0].image."""
+        return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in self.path).lstrip(".")
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        # Many messages already name their field (spec.pattern 'x' must be…, unknown field spec.x): not said twice.
+        named = not self.path or self.field in self.message
+        return f"{where}: {self.message}" if named else f"{where}: {self.field}: {self.message}"
 
 
 class Problems(Exception):

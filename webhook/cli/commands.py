@@ -15,6 +15,7 @@ from webhook.catalog import catalogue, policy
 from webhook.cli import rollout, settingsfile, status
 from webhook.cli import check as check_command  # `check` names a parser in _parser
 from webhook.cli import selftest
+from webhook.cli import catalogcrd, cataloglist
 from webhook.cli import audit
 from webhook.cluster import kubeversion
 from webhook.core import rules
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=3 * 1024 * 1024, help="largest accepted request body")
     serve.add_argument("--reload-seconds", type=float, default=1.0,
                        help="how often --catalog and --policy files are checked for changes (default 1; 0 disables)")
+    serve.add_argument("--watch-patterntemplates", action="store_true",
+                       help="also serve the cluster's PatternTemplate objects (a list+watch; they override built-in "
+                            "and --catalog entries of their name), reloaded as the files are, and write their status")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--quiet", action="store_true", help="do not print the caBundle and webhook configuration")
     serve.add_argument("--config", metavar="FILE",
@@ -78,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="namespace of the Secret and Service (default $POD_NAMESPACE, else the service account's)")
     managed.add_argument("--webhook-configuration", metavar="NAME",
                          help="MutatingWebhookConfiguration whose webhooks' caBundle is kept equal to the CA")
+    managed.add_argument("--validating-webhook-configuration", metavar="NAME",
+                         help="ValidatingWebhookConfiguration (PatternTemplates, POST /validate) kept the same way")
     managed.add_argument("--cert-check-seconds", type=float, default=300,
                          help="how often the Secret is re-read and the caBundle re-asserted (default 300)")
     managed.add_argument("--cert-validity-days", type=int, default=365, help="serving certificate lifetime (default 365)")
@@ -98,13 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         _engine_options(command)
         command.set_defaults(func=func)
 
-    catalog = commands.add_parser("catalog", help="list or validate catalogue entries").add_subparsers(required=True, metavar="ACTION")
-    listing = catalog.add_parser("list", help="list the entries (built-in and --catalog)")
-    listing.add_argument("--catalog", action="append", default=[], metavar="DIR")
-    listing.set_defaults(func=_catalog_list)
+    catalog = commands.add_parser("catalog", help="list or validate catalogue entries; print the CRD").add_subparsers(required=True, metavar="ACTION")
+    cataloglist.add_parser(catalog)
     validate = catalog.add_parser("validate", help="validate a directory of PatternTemplate files")
     validate.add_argument("directory")
     validate.set_defaults(func=_catalog_validate)
+    catalogcrd.add_parser(catalog)
 
     policy_command = commands.add_parser("policy", help="validate a policy file").add_subparsers(required=True, metavar="ACTION")
     check = policy_command.add_parser("validate", help="validate a Policy file against the catalogue")
@@ -239,22 +244,6 @@ def _explain(args: argparse.Namespace) -> int:
         return 2
     texts = [offline.explain(r, configuration.settings.keys.inject) for r in results]
     print("\n".join(t for t in texts if t) or "no Pods or pod templates in the input")
-    return 0
-
-
-def _catalog_list(args: argparse.Namespace) -> int:
-    try:
-        entries = catalogue.load(args.catalog)
-    except catalogue.CatalogueError as err:
-        print(f"podpatterns: the catalogue is broken:\n{err}", file=sys.stderr)
-        return 2
-    for name in entries.names():
-        entry = entries[name]
-        print(f"{name}  ({entry.pattern}, lifecycle {entry.lifecycle}, {entry.digest})  from {entry.origin}")
-        print(f"    {entry.description}")
-        for p in entry.parameters.values():
-            need = "required" if p.required else f"default {p.default!r}" if p.default is not None else "optional"
-            print(f"    {p.name}: {p.type}, {need}: {p.description}")
     return 0
 
 

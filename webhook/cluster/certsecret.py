@@ -50,13 +50,15 @@ class Lifetimes:
 
 @dataclass(frozen=True)
 class Target:
-    """Which Secret, for which Service, trusted by which MutatingWebhookConfiguration (if any)."""
+    """Which Secret, for which Service, trusted by which MutatingWebhookConfiguration and
+    ValidatingWebhookConfiguration (if any)."""
 
     namespace: str
     secret: str
     service: str
     webhook_configuration: str | None = None
     extra_dns_names: tuple[str, ...] = ()
+    validating_webhook_configuration: str | None = None
 
     @property
     def dns_names(self) -> list[str]:
@@ -260,14 +262,19 @@ class CertificateSecret:
     # --- the webhook configuration and the files
 
     def _trust(self, material: Material) -> None:
+        self._trust_one(material, self.target.webhook_configuration, self.admission.read_mutating_webhook_configuration,
+                        self.admission.patch_mutating_webhook_configuration)
+        self._trust_one(material, self.target.validating_webhook_configuration,
+                        self.admission.read_validating_webhook_configuration,
+                        self.admission.patch_validating_webhook_configuration)
+
+    def _trust_one(self, material: Material, name: str | None, read: Any, patch: Any) -> None:
         from kubernetes.client import ApiException
 
-        name = self.target.webhook_configuration
         if not name:
             return
         try:
-            response = self.admission.read_mutating_webhook_configuration(
-                name, _preload_content=False, _request_timeout=kubeclient.TIMEOUT)
+            response = read(name, _preload_content=False, _request_timeout=kubeclient.TIMEOUT)
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -284,8 +291,7 @@ class CertificateSecret:
                         {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}]
                 names.append(webhook["name"])
         if ops:
-            self.admission.patch_mutating_webhook_configuration(
-                name, ops, _content_type=JSON_PATCH, _preload_content=False, _request_timeout=kubeclient.TIMEOUT)
+            patch(name, ops, _content_type=JSON_PATCH, _preload_content=False, _request_timeout=kubeclient.TIMEOUT)
             event(logging.INFO, "caBundle set in the webhook configuration", webhook_configuration=name, webhooks=names)
 
     def _write(self, material: Material) -> None:

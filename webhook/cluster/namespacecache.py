@@ -1,11 +1,10 @@
 """The Namespace cache: a list+watch of the cluster's Namespaces that the request path reads without a call,
 and a bounded lookup of one Namespace the cache has not seen yet.
 
-One daemon thread lists the Namespaces, then watches from the list's resourceVersion. Each change
-replaces the whole snapshot (a dict name -> NamespaceInfo) by one reference assignment, so a hit is a
-dict read with no lock and never waits for the API. A watch resumes from the last resourceVersion seen
-(bookmarks included); 410 Gone means that version is compacted away, so the cache relists; any other
-failure waits an exponential backoff and resumes.
+One daemon thread lists the Namespaces, then watches from the list's resourceVersion: the loop of
+webhook.cluster.listwatch (resume, relist on 410 Gone, back off on errors). Each change replaces the whole
+snapshot (a dict name -> NamespaceInfo) by one reference assignment, so a hit is a dict read with no lock
+and never waits for the API.
 
 A miss (a Namespace created moments ago whose ADDED event has not arrived, a stalled watch, or no list
 yet) starts one GET of that Namespace on a small pool of worker threads (one per name at a time, shared
@@ -21,10 +20,10 @@ import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from webhook.cluster import kubeclient
+from webhook.cluster.listwatch import WATCH_SECONDS, Backoff, ListWatch, describe
 from webhook.core.engine import NamespaceInfo
 from webhook.core.namespaces import NamespaceUnavailable, NotCached
 from webhook.logs import event
@@ -39,60 +38,27 @@ LOOKUP_WORKERS = 4
 NOT_FOUND = 404
 # A Namespace name (an RFC 1123 label): anything else cannot exist, and is never put in a URL.
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# The apiserver ends each watch after this long and the cache opens a new one: a connection a proxy
-# silently dropped is noticed at the latest then (client-go picks 5 to 10 minutes).
-WATCH_SECONDS = 300
-# A watch that ends sooner than this with no event counts as a failure: a proxy that closes every
-# watch at once must not be asked again in a tight loop.
-MIN_WATCH_SECONDS = 1.0
-GONE = 410
+
+__all__ = ["Backoff", "NamespaceCache"]  # Backoff is the loop's, given to the constructor
 
 
-class Gone(Exception):
-    """The resourceVersion to resume from is compacted away: only a new list can continue."""
-
-
-@dataclass
-class Backoff:
-    """Exponential waits between failed tries: initial, twice that, … up to cap; reset by progress."""
-
-    initial: float = 0.5
-    cap: float = 30.0
-    failures: int = 0  # in a row, since the watch last made progress
-
-    def next(self, first_free: bool = False) -> float:
-        """The wait after one more failure (none for the first in a row when `first_free`)."""
-        self.failures += 1
-        if first_free and self.failures == 1:
-            return 0.0
-        return min(self.cap, self.initial * 2 ** (self.failures - 1))
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-class NamespaceCache:
+class NamespaceCache(ListWatch):
     """`Namespaces` from a list+watch, and a lookup on a miss; `start()` it, ask `synced`, `stop()` it."""
+
+    what = "namespace"  # the log says "namespace list/watch failed; retrying", "namespaces listed"
 
     def __init__(self, api_client: ApiClient, *, lookup_timeout: float = LOOKUP_TIMEOUT,
                  watch_seconds: int = WATCH_SECONDS, backoff: Backoff | None = None):
         if not lookup_timeout > 0:
             raise ValueError(f"lookup_timeout must be more than 0, not {lookup_timeout!r}")
-        from kubernetes import client, watch
+        from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
+        super().__init__(self.core.list_namespace, watch_seconds=watch_seconds, backoff=backoff)
         self.lookup_timeout = lookup_timeout
-        self.watch_seconds = watch_seconds
-        self.backoff = backoff or Backoff()
-        self.watch = watch.Watch()
         # Replaced whole, under _writing, by the watch thread and the lookups; read without a lock.
         self._snapshot: Mapping[str, NamespaceInfo] = {}
         self._versions: dict[str, str] = {}  # the resourceVersion of each cached copy
-        self._writing = threading.Lock()
-        self._resource_version: str | None = None  # None: the next step is a (re)list
-        self._synced = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="namespace-cache", daemon=True)
         self._lookups = ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="namespace-lookup")
         self._pending: dict[str, Future[NamespaceInfo]] = {}
         self._pending_lock = threading.RLock()  # RLock: a future already done runs its callback at once
@@ -131,7 +97,7 @@ class NamespaceCache:
             found = self.core.read_namespace(name, _request_timeout=self.lookup_timeout)
         except Exception as err:
             status = getattr(err, "status", None)
-            event(logging.WARNING, "namespace lookup failed", namespace=name, error=_describe(err),
+            event(logging.WARNING, "namespace lookup failed", namespace=name, error=describe(err),
                   seconds=round(time.monotonic() - started, 3))
             raise NamespaceUnavailable(name, _short(err), code=NOT_FOUND if status == NOT_FOUND else 503,
                                        synced=synced) from None
@@ -154,50 +120,15 @@ class NamespaceCache:
             self._versions[info.name] = version or ""
             return True
 
-    @property
-    def synced(self) -> bool:
-        return self._synced.is_set()
-
-    def wait_synced(self, timeout: float) -> bool:
-        return self._synced.wait(timeout)
-
-    # --- the thread
-
-    def start(self) -> None:
-        self._thread.start()
+    # --- the loop's part (webhook.cluster.listwatch)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ends the thread: a blocked watch read is cut by shutting its socket, repeatedly, since the
-        thread may be between opening a watch and reading it. Lookups not started are cancelled."""
+        """Ends the thread (ListWatch.stop); lookups not started are cancelled."""
         self._stopping.set()
         self._lookups.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + timeout
-        while self._thread.is_alive() and time.monotonic() < deadline:
-            self.watch.stop()
-            self._thread.join(0.1)
+        super().stop(timeout)
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                if self._resource_version is None:
-                    self._list()
-                self._watch()
-            except Gone:
-                self._resource_version = None
-                # The usual 410 (a watch resumed after a compaction) relists at once; one after another
-                # failure waits, so a server that answers every watch with 410 is not listed in a tight loop.
-                pause = self.backoff.next(first_free=True)
-                event(logging.INFO, "namespace watch expired (410 Gone); relisting", retry_in=pause)
-                self._stopping.wait(pause)
-            except Exception as err:  # never dies: a dropped connection, a 5xx, an unreadable answer…
-                if self._stopping.is_set():
-                    break
-                pause = self.backoff.next()
-                event(logging.WARNING, "namespace list/watch failed; retrying", error=_describe(err),
-                      resource_version=self._resource_version, retry_in=pause)
-                self._stopping.wait(pause)
-
-    def _list(self) -> None:
+    def _relist(self) -> int:
         listed = self.core.list_namespace(_request_timeout=kubeclient.TIMEOUT)
         version = listed.metadata.resource_version
         snapshot = {ns.metadata.name: _info(ns.metadata) for ns in listed.items or ()}
@@ -210,45 +141,9 @@ class NamespaceCache:
                     snapshot[name], versions[name] = info, self._versions[name]
             self._snapshot, self._versions = snapshot, versions
             self._resource_version = version
-        first = not self._synced.is_set()
-        self._synced.set()
-        event(logging.INFO, "namespaces listed" if first else "namespaces relisted",
-              namespaces=len(self._snapshot), resource_version=self._resource_version)
+        return len(snapshot)
 
-    def _watch(self) -> None:
-        """One watch connection, until the server ends it (its timeout) or it fails."""
-        # A read timeout past the server's own: a connection that went silently dead ends too.
-        timeouts = (kubeclient.TIMEOUT[0], self.watch_seconds + kubeclient.TIMEOUT[1])
-        opened, events = time.monotonic(), 0
-        try:
-            for change in self.watch.stream(self.core.list_namespace, resource_version=self._resource_version,
-                                            allow_watch_bookmarks=True, timeout_seconds=self.watch_seconds,
-                                            _request_timeout=timeouts):
-                if self._stopping.is_set():
-                    return
-                self._apply(change)
-                events += 1
-                self.backoff.reset()
-        except Exception as err:
-            if getattr(err, "status", None) == GONE:  # an HTTP 410, or the client's exception for an ERROR event
-                raise Gone from err
-            raise
-        if not events and time.monotonic() - opened < MIN_WATCH_SECONDS and not self._stopping.is_set():
-            raise ConnectionError("the watch ended at once, with no event")
-        self.backoff.reset()  # the server ended the watch at its timeout
-
-    def _apply(self, change: dict[str, Any] | None) -> None:
-        if not isinstance(change, dict):  # the client yields None for a line that is not JSON
-            raise ValueError("a watch event that is not JSON")
-        kind, raw = change.get("type"), change.get("raw_object")
-        if kind == "ERROR":  # the client raises for these itself; kept in case it stops doing so
-            raise Gone if isinstance(raw, dict) and raw.get("code") == GONE else ValueError(f"watch error: {raw}")
-        if kind == "BOOKMARK":  # only a resourceVersion to resume from
-            with self._writing:
-                self._resource_version = raw["metadata"]["resourceVersion"]
-            return
-        if kind not in ("ADDED", "MODIFIED", "DELETED"):
-            raise ValueError(f"unknown watch event type {kind!r}")
+    def _apply(self, kind: str, change: dict[str, Any]) -> None:
         meta = change["object"].metadata
         with self._writing:
             # An event older than a copy looked up meanwhile leaves that copy; its own newer event follows.
@@ -289,11 +184,3 @@ def _short(err: Exception) -> str:
     if isinstance(cause, Exception):
         err = cause
     return f"{type(err).__name__}: {str(err).rsplit(': ', 1)[-1]}"[:160]
-
-
-def _describe(err: Exception) -> str:
-    """The error without the response body and headers an ApiException carries."""
-    status = getattr(err, "status", None)
-    if status is not None:
-        return f"{type(err).__name__}: HTTP {status} {getattr(err, 'reason', '')}".strip()
-    return f"{type(err).__name__}: {err}"

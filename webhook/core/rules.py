@@ -68,6 +68,8 @@ class Policy:
     # environment -> entry -> parameter -> typed value, used when the Pod sets none
     environments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     origin: str = "no policy"
+    # The text it was loaded from: a PatternTemplate change is judged by loading it again against the new catalogue.
+    source: str = field(default="", compare=False, repr=False)
 
     def matching(self, namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str]) -> list[Rule]:
         return [rule for rule in self.rules if rule.applies(namespace_labels, pod_labels)]

@@ -34,7 +34,7 @@ class Answer:
 def review(body: bytes, configuration: Configuration, namespaces: Namespaces | None = None) -> Answer:
     """Raises BadReview, and NotCached when the Namespace is not in the cache (the caller waits for the lookup
     under way and asks again with what it read)."""
-    request = _decode(body)
+    request = decode(body)
     uid = request["uid"]
     try:
         return answer(request, configuration, namespaces)
@@ -50,7 +50,8 @@ def review(body: bytes, configuration: Configuration, namespaces: Namespaces | N
         return Answer(_deny(uid, 500, "podpatterns internal error; the webhook's log has the details"), "error")
 
 
-def _decode(body: bytes) -> dict[str, Any]:
+def decode(body: bytes) -> dict[str, Any]:
+    """The request of an AdmissionReview v1 body (also /validate's); raises BadReview."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as err:

@@ -1,4 +1,4 @@
-"""The HTTP edge: POST /mutate as a raw ASGI handler, and FastAPI for /healthz, /readyz and /metrics.
+"""The HTTP edge: POST /mutate and POST /validate as raw ASGI handlers, and FastAPI for /healthz, /readyz and /metrics.
 
 /mutate is dispatched before FastAPI ever sees it: measured with bench/ (see README, "Performance"),
 FastAPI's routing and request/response machinery cost more per request than uvicorn, TLS and HTTP
@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
 
 import orjson
 from fastapi import FastAPI, Response
@@ -30,7 +31,7 @@ from webhook.core.namespaces import (
     StaticNamespaces,
 )
 from webhook.logs import event
-from webhook.server import admission
+from webhook.server import admission, validation
 from webhook.server.metrics import (
     BY_OUTCOME,
     LATENCY,
@@ -62,20 +63,22 @@ class Deferred(Exception):
 
 
 class Webhook:
-    """The ASGI application: POST /mutate straight to the admission code, everything else to FastAPI."""
+    """The ASGI application: POST /mutate and /validate straight to the admission code, everything else to FastAPI."""
 
     def __init__(self, holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
                  namespaces: Namespaces | None = None, ready: Callable[[], bool] | None = None,
-                 unreadable: str = "fail"):
+                 unreadable: str = "fail", catalogue_dirs: Iterable[str | Path] = ()):
         """`ready`, when given, is asked by every GET /readyz (e.g. whether the Namespace cache has synced).
         `unreadable`: what a review whose Namespace could not be read gets: `fail` a denial with the reason,
-        `skip` an HTTP 503 with the reason (the failurePolicy decides)."""
+        `skip` an HTTP 503 with the reason (the failurePolicy decides). `catalogue_dirs`: the --catalog
+        directories, which /validate reads to know what serves an entry once its PatternTemplate is deleted."""
         if unreadable not in UNREADABLE_MODES:
             raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
         self.holder = holder
         self.max_body_bytes = max_body_bytes
         self.namespaces = namespaces
         self.unreadable = unreadable
+        self.catalogue_dirs = [str(d) for d in catalogue_dirs]
         self.draining = False
         self.api = _health_and_metrics(lambda: not self.draining and (ready is None or ready()))
 
@@ -86,6 +89,8 @@ class Webhook:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/mutate" and scope["method"] == "POST":
             await self.mutate(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/validate" and scope["method"] == "POST":
+            await self.validate(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -114,6 +119,24 @@ class Webhook:
             count_injection(answer.injected)
         LATENCY.observe(time.perf_counter() - started)
         await _send(send, 200, answer.body, self.draining)
+
+    async def validate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A PatternTemplate change (webhook/server/validation.py). Not counted with the Pods' reviews in /metrics:
+        its denials are a platform team's kubectl errors, not Pods refused."""
+        body = b""
+        try:
+            body = await _read_body(scope, receive, self.max_body_bytes)
+            # Loading an entry takes tens of milliseconds: off the event loop, so /mutate answers meanwhile.
+            answer = await asyncio.to_thread(validation.review, body, self.holder.current, self.catalogue_dirs)
+        except BodyTooLarge:
+            return await self._reject(send, 413, f"request body is larger than {self.max_body_bytes} bytes", body, close=True)
+        except admission.BadReview as err:
+            return await self._reject(send, 400, str(err), body)
+        await _send(send, 200, answer, self.draining)
+
+    async def _reject(self, send: Send, status: int, message: str, body: bytes, close: bool = False) -> None:
+        event(logging.WARNING, "refused", path="/validate", status=status, reason=message, uid=_uid_in(body))
+        await _send(send, status, _error(status, message), close or self.draining)
 
     async def looked_up(self, body: bytes, configuration: Configuration, miss: NotCached) -> admission.Answer:
         """The review decided with its Namespace as the lookup read it; or, when the lookup fails or outlasts
@@ -152,8 +175,8 @@ class Webhook:
 
 def create_app(holder: ConfigurationHolder, max_body_bytes: int = DEFAULT_MAX_BODY,
                namespaces: Namespaces | None = None, ready: Callable[[], bool] | None = None,
-               unreadable: str = "fail") -> Webhook:
-    return Webhook(holder, max_body_bytes, namespaces, ready, unreadable)
+               unreadable: str = "fail", catalogue_dirs: Iterable[str | Path] = ()) -> Webhook:
+    return Webhook(holder, max_body_bytes, namespaces, ready, unreadable, catalogue_dirs)
 
 
 def _health_and_metrics(ready: Callable[[], bool]) -> FastAPI:

@@ -19,12 +19,11 @@ from webhook.catalog import catalogue, policy
 from webhook.cluster import certsecret, kubeclient, kubeversion
 from webhook.cluster.namespacecache import NamespaceCache
 from webhook.cluster.webhookconfig import mutating_webhook_configuration
-from webhook.core import rules
 from webhook.core.configuration import Configuration, ConfigurationHolder
 from webhook.core.engine import Settings
 from webhook.core.keys import AnnotationKeys
 from webhook.core.namespaces import Namespaces, namespaces_in
-from webhook.server import auditloop, protocol, reload
+from webhook.server import auditloop, clustercatalogue, protocol, reload
 from webhook.server.app import Webhook, create_app
 from webhook.server.shutdown import DEFAULT_GRACE_SECONDS, DrainingServer
 from webhook.server.tlsreload import CertificateReloader, harden
@@ -59,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
         api = _cluster(args)
         try:
             seen = reload.fingerprint(args.catalog, args.policy)  # before loading: a change meanwhile is reloaded
-            entries = catalogue.load(args.catalog)
-            configuration = Configuration(
-                entries,
-                Settings(AnnotationKeys(args.prefix), kubeversion.native_sidecars(args.kube_version, api),
-                         args.image_registry, tuple(args.image_pull_secret)),
-                policy.load(args.policy, entries) if args.policy else rules.EMPTY,
-            )
+            settings = Settings(AnnotationKeys(args.prefix), kubeversion.native_sidecars(args.kube_version, api),
+                                args.image_registry, tuple(args.image_pull_secret))
+
+            def load(objects: reload.Objects | None) -> Configuration:
+                return reload.load(args.catalog, args.policy, settings, objects)
+
+            configuration = clustercatalogue.first_configuration(load, api) if args.watch_patterntemplates else load(None)
         except catalogue.CatalogueError as err:
             raise Refusal(f"refusing to start, the catalogue is broken:\n{err}") from err
         except policy.PolicyError as err:
@@ -89,9 +88,20 @@ def run(args: argparse.Namespace) -> int:
     holder = ConfigurationHolder(configuration)
     certfile, keyfile = certificates.certfile, certificates.keyfile
     cache = namespaces if isinstance(namespaces, NamespaceCache) else None
+    watcher = None
+    if args.watch_patterntemplates or ((args.catalog or args.policy) and args.reload_seconds > 0):
+        watcher = reload.ConfigurationReloader(holder, args.catalog, args.policy, configuration.settings,
+                                               args.reload_seconds, seen)
+    # The cluster's PatternTemplates: a third source of the reloader's, which rebuilds on its thread.
+    templates = clustercatalogue.ClusterCatalogue(api, watcher) if args.watch_patterntemplates else None
+
+    def ready() -> bool:
+        # Not before the Namespaces are listed and a catalogue is built with the cluster's PatternTemplates.
+        return (cache is None or cache.synced) and (templates is None or templates.ready())
+
     app = create_app(holder, max_body_bytes=args.max_body_bytes, namespaces=namespaces,
-                     ready=(lambda: cache.synced) if cache is not None else None,
-                     unreadable=args.unsynced_namespaces)
+                     ready=ready if cache is not None or templates is not None else None,
+                     unreadable=args.unsynced_namespaces, catalogue_dirs=args.catalog)
     if cache is not None:
         # /readyz answers 503 until its first list has arrived; a review meanwhile looks its Namespace up.
         cache.start()
@@ -99,11 +109,10 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn_config(app, args.host, args.port, certfile, keyfile, limits)
     reloader = CertificateReloader(config.ssl, certfile, keyfile)
     reloader.start()
-    watcher = None
-    if (args.catalog or args.policy) and args.reload_seconds > 0:
-        watcher = reload.ConfigurationReloader(holder, args.catalog, args.policy, configuration.settings,
-                                               args.reload_seconds, seen)
+    if watcher is not None:
         watcher.start()
+    if templates is not None:
+        templates.start()
     audit = auditloop.from_args(args, api, holder)  # None unless --audit-interval
     if audit is not None:
         audit.start()
@@ -113,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     health = _health_server(app, args.host, args.health_port, limits) if args.health_port else None
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(_serve(server, health))
-    for service in (cache, reloader, watcher, audit, certificates.secret):
+    for service in (cache, reloader, templates, watcher, audit, certificates.secret):
         if service is not None:
             service.stop()
     return 0
@@ -157,7 +166,8 @@ def _cluster(args: argparse.Namespace) -> ApiClient | None:
     if args.audit_write_reports and not args.audit_interval:
         raise Refusal("--audit-write-reports writes what the background audit finds: it needs --audit-interval SECONDS")
     if not args.cert_secret:
-        needed = "--watch-namespaces" if args.watch_namespaces else "--audit-interval" if args.audit_interval else None
+        needed = "--watch-namespaces" if args.watch_namespaces else "--audit-interval" if args.audit_interval else \
+            "--watch-patterntemplates" if args.watch_patterntemplates else None
         return _api_client(needed) if needed else None
     if args.tls_cert or args.tls_key:
         raise Refusal("--cert-secret makes and renews the certificate itself; it excludes --tls-cert and --tls-key")
@@ -198,7 +208,7 @@ def _certificates(args: argparse.Namespace, api: ApiClient | None) -> Certificat
     paths = certs.CertPaths(Path(args.certs_dir))
     if args.cert_secret:
         target = certsecret.Target(args.namespace, args.cert_secret, args.service, args.webhook_configuration,
-                                   tuple(args.dns_name))
+                                   tuple(args.dns_name), args.validating_webhook_configuration)
         lifetimes = certsecret.Lifetimes(serving=dt.timedelta(days=args.cert_validity_days),
                                          renew_before=dt.timedelta(days=args.cert_renew_before_days))
         secret = certsecret.CertificateSecret(api, target, paths, lifetimes)

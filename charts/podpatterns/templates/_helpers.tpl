@@ -192,6 +192,24 @@ its built-ins by name. */}}
 {{- toJson $found -}}
 {{- end -}}
 
+{{/* The image `.image` as the server injects it with `.registry` (settings.image-registry): the rule of
+webhook/core/images.py. The first component is a registry when it has a '.' or ':' or is localhost, and is replaced;
+otherwise the image is Docker Hub's, kept whole (a one-component name in library/), under the new registry. */}}
+{{- define "podpatterns.withRegistry" -}}
+{{- if .registry -}}
+{{- $first := first (splitList "/" .image) -}}
+{{- $rest := .image -}}
+{{- if not (contains "/" .image) -}}
+{{- $rest = printf "library/%s" .image -}}
+{{- else if or (contains "." $first) (contains ":" $first) (eq $first "localhost") -}}
+{{- $rest = trimPrefix (printf "%s/" $first) .image -}}
+{{- end -}}
+{{- printf "%s/%s" (trimSuffix "/" .registry) $rest -}}
+{{- else -}}
+{{- .image -}}
+{{- end -}}
+{{- end -}}
+
 {{/* CEL: does the Pod `.pod` (object or oldObject) hold every entry of `.entries` ([{name, containers}]):
 listed in the status annotation `.status`, and each of its containers there by name with its image, as a
 native sidecar (an init container with restartPolicy Always) or a regular container. */}}
