@@ -7,6 +7,7 @@ is refused whole, so a running server keeps its last good one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from importlib import resources
@@ -228,7 +229,7 @@ def _entry(doc: Document, filename: str) -> Entry:
         origin=f"{filename}:{doc.line_of(())}",
     )
     warnings = _check_sample(entry, doc, filename)
-    return Entry(**{**entry.__dict__, "warnings": tuple(warnings)})
+    return dataclasses.replace(entry, warnings=tuple(warnings))
 
 
 def _check_sample(entry: Entry, doc: Document, filename: str) -> list[str]:

@@ -132,7 +132,8 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
     records = _status_records(pod, keys)
     claimed = {r["entry"]: r for r in records}
     supplied = _supplied_parameters(pod, catalogue, keys, {r.entry for r in requested}, result.warnings)
-    _check_bounds(supplied, rules, catalogue, keys, result)
+    if rules:
+        _check_bounds(supplied, rules, catalogue, keys, result)
     environment = namespace.labels.get(policy.environment_label)
     by_environment = policy.environments.get(environment, {}) if environment is not None else {}
     chosen: list[additions.Chosen] = []
@@ -174,10 +175,14 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
             result.findings.append(Finding(request.mandatory_by or request.rule.name, "missing-entry",
                                            f"the Pod lacks {entry.name} ({why}){'; ' + wrong if reinjected else ''}",
                                            "enforce", "inject", request.mandatory_by is not None, (entry.name,)))
-    _report_unenforced_entries(pod, rules, catalogue, settings, held | {c.entry.name for c in chosen}, claimed, result)
+    limits_rules: list[Rule] = []
+    cap_rules: list[Rule] = []
+    if rules:  # most Pods meet no rule: none of this
+        _report_unenforced_entries(pod, rules, catalogue, settings, held | {c.entry.name for c in chosen}, claimed,
+                                   result)
+        limits_rules = [rule for rule in rules if rule.resources is not None]
+        cap_rules = sorted((rule for rule in rules if rule.max_containers is not None), key=lambda rule: rule.max_containers)
     records = [r for r in records if r["entry"] not in {c.entry.name for c in chosen}]
-    limits_rules = [rule for rule in rules if rule.resources is not None]
-    cap_rules = sorted((rule for rule in rules if rule.max_containers is not None), key=lambda rule: rule.max_containers)
     if not chosen and not limits_rules and not cap_rules:
         return
     check_containers(pod)
@@ -208,8 +213,9 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
             added.app_mounts.pop(index, None)
     added.pod_resources = podresources.grown(pod, added.native_sidecars + added.containers)
     if chosen:
-        added.pull_secrets = _pull_secrets(pod, settings.image_pull_secrets + tuple(
-            name for c in chosen for name in c.entry.image_pull_secrets))
+        secrets = settings.image_pull_secrets + tuple(name for c in chosen for name in c.entry.image_pull_secrets)
+        if secrets:
+            added.pull_secrets = _pull_secrets(pod, secrets)
         if settings.image_registry:
             result.notes += [f"{c.entry.name}: images from registry {settings.image_registry} (--image-registry): "
                              + ", ".join(container["image"] for container in c.rendered.containers) for c in chosen]
@@ -460,7 +466,9 @@ def _resolve_parameters(entry: Entry, supplied: dict[str, tuple[Any, str]], keys
 
 
 def _render(entry: Entry, params: dict[str, tuple[Any, str]], pod: PodView, settings: Settings) -> tuple[Rendered, bool]:
-    values = {f"params.{name}": entry.parameters[name].rendered(value) for name, (value, _) in params.items()} | {
+    keys = entry.placeholders
+    values = {keys[name]: value if parameter is None else parameter.rendered(value)
+              for name, (value, _) in params.items() for parameter in (entry.render_as[name],)} | {
         "pod.name": pod.name,
         "pod.namespace": pod.namespace,
         "pod.serviceAccountName": pod.spec.get("serviceAccountName") or "default",

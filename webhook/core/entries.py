@@ -30,8 +30,14 @@ class Entry:
     image_pull_secrets: tuple[str, ...] = ()  # Secret names the Pod needs to pull the entry's images
     # Its renders for the values Pods use (webhook.core.renders); new with every load, so a reload starts afresh.
     renders: RenderCache = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    # What a render looks up per request, made once: each parameter's placeholder, and the parameters whose value a
+    # template sees otherwise (renderAs).
+    placeholders: dict[str, str] = field(init=False, compare=False, repr=False)
+    render_as: dict[str, Parameter | None] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "placeholders", {name: f"params.{name}" for name in self.parameters})
+        object.__setattr__(self, "render_as", {name: p if p.render_as else None for name, p in self.parameters.items()})
         if self.renders is None:
             object.__setattr__(self, "renders", RenderCache(self.containers, self.volumes, self.app_env, self.app_mounts, self.annotations))
 
