@@ -343,3 +343,22 @@ def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     with mock.patch("sys.stdin", io.StringIO(stdin)), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(list(args))
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def test_a_forged_status_does_not_hide_a_pod_from_a_rule_that_only_warns():
+    """A rule rolled out with enforcement warn injects nothing, so a Pod could claim the entry to look compliant:
+    the claim counts only when the Pod holds the entry's containers, as for an enforced rule."""
+    case = Case("staging", app_limits=True)
+    pod = body_for(case)["request"]["object"]
+    digest = CATALOGUE["log-shipper"].digest
+    pod["metadata"]["annotations"]["podpatterns.io/status"] = json.dumps(
+        [{"entry": "log-shipper", "pattern": "sidecar", "digest": digest}])
+    findings = audit.audit(pod, CONFIGURATION, NAMESPACES.lookup("staging"))
+    assert [(f.rule, f.kind, f.admission) for f in findings] == [("staging-logs", "missing-entry", "warn")]
+    # A Pod that really holds it (injected while the rule enforced, or on its own request) is not reported.
+    holding = body_for(Case("staging", {"podpatterns.io/inject": "log-shipper"}, app_limits=True))["request"]["object"]
+    plan = engine.plan(holding, CATALOGUE, CONFIGURATION.settings, "staging", "", NAMESPACES.lookup("staging"),
+                       CONFIGURATION.policy)
+    stored = apply(holding, plan.ops)
+    stored["metadata"]["annotations"].pop("podpatterns.io/inject")
+    assert audit.audit(stored, CONFIGURATION, NAMESPACES.lookup("staging")) == []

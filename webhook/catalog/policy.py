@@ -23,7 +23,7 @@ from webhook.catalog.sourcemap import (
     SourceError,
     load_documents,
 )
-from webhook.core.entries import Catalogue
+from webhook.core.entries import Catalogue, Entry
 from webhook.core.findings import ENFORCEMENTS
 from webhook.core.parameters import ParameterError
 from webhook.core.rules import (
@@ -103,10 +103,7 @@ def _environments(data: Any, catalogue: Catalogue) -> tuple[str, dict[str, dict[
         where = path + ("parameters", environment)
         _mapping(entries, where, f"environment {environment!r} must map entry names to parameters")
         for entry_name, values in entries.items():
-            if entry_name not in catalogue:
-                raise Invalid(where + (entry_name,), f"environment {environment}: no catalogue entry {entry_name!r}; "
-                                                      f"known entries: {', '.join(catalogue.names())}")
-            entry = catalogue[entry_name]
+            entry = _entry(catalogue, entry_name, where + (entry_name,), f"environment {environment}: ")
             _mapping(values, where + (entry_name,), f"environment {environment}: {entry_name} must map parameters to values")
             for name, value in values.items():
                 parameter = entry.parameters.get(name)
@@ -170,10 +167,7 @@ def _parameter_bounds(data: Any, path: tuple[Any, ...], rule: str, catalogue: Ca
     _mapping(data, path, f"rule {rule}: parameterBounds must map entry names to parameters")
     bounds = []
     for entry_name, parameters in data.items():
-        if entry_name not in catalogue:
-            raise Invalid(path + (entry_name,), f"rule {rule}: parameterBounds: no catalogue entry {entry_name!r}; "
-                                                 f"known entries: {', '.join(catalogue.names())}")
-        entry = catalogue[entry_name]
+        entry = _entry(catalogue, entry_name, path + (entry_name,), f"rule {rule}: parameterBounds: ")
         _mapping(parameters, path + (entry_name,), f"rule {rule}: parameterBounds.{entry_name} must map parameters to bounds")
         for name, limits in parameters.items():
             where = path + (entry_name, name)
@@ -208,9 +202,15 @@ def _entry_names(data: dict[str, Any], key: str, path: tuple[Any, ...], catalogu
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise Invalid(path + (key,), f"{key} must be a list of catalogue entry names")
     for i, entry in enumerate(names):
-        if entry not in catalogue:
-            raise Invalid(path + (key, i), f"{key}: no catalogue entry {entry!r}; known entries: {', '.join(catalogue.names())}")
+        _entry(catalogue, entry, path + (key, i), f"{key}: ")
     return list(dict.fromkeys(names))
+
+
+def _entry(catalogue: Catalogue, name: Any, path: tuple[Any, ...], context: str) -> Entry:
+    """The catalogue's entry `name`, or Invalid naming the known ones."""
+    if name not in catalogue:
+        raise Invalid(path, f"{context}no catalogue entry {name!r}; known entries: {', '.join(catalogue.names())}")
+    return catalogue[name]
 
 
 def _selector(data: Any, path: tuple[Any, ...]) -> Selector:
