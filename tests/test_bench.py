@@ -24,6 +24,7 @@ def test_quick_bench_run_produces_figures():
     for name in ("pod-create-annotated", "pod-update-ephemeralcontainers", "5KB-one"):
         assert re.search(rf"^\| {name} \| \d+ \| \d+ \| [\d.]+ \| 0 \|$", out, re.M), out
     assert re.search(r"^- after 1000 requests: [\d.]+ MiB; after 2000: [\d.]+ MiB; growth [-+][\d.]+ %$", out, re.M)
-    assert re.search(r"^\| 5KB-all-three \| [\d.]+ \| 1.00 \| [\d.]+ \| [-\d.]+ \| [\d.]+ \| \d+ \| \d+ \| – \|$",
+    assert re.search(r"^\| 5KB-all-three \| [\d.]+ \| 1.00 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| \d+ \| 3 \|$",
                      out, re.M), out
     assert re.search(r"^- throughput ≥ 0.5 × floor: [\d.]+ — (met|MISSED)$", out, re.M), out
+    assert re.search(r"^- p99 at 1000 req/s ≤ 1.5 × the floor's, 5KB \(× floor\): [\d.]+ — (met|MISSED)$", out, re.M), out

@@ -179,14 +179,46 @@ def test_app_container_additions_match_the_plain_computation(data):
     chosen_entries = []
     for name in chosen:
         params = engine._resolve_parameters(CATALOGUE[name], supplied.get(name, {}), AnnotationKeys())
-        rendered, native = engine._render(CATALOGUE[name], params, view, engine.Settings())
+        rendered, native = engine._render(CATALOGUE[name], params, engine._pod_values(view), engine.Settings())
         chosen_entries.append(additions.Chosen(CATALOGUE[name], rendered, native))
-    warnings: list[str] = []
-    try:
-        add = additions.build(view, chosen_entries, warnings)
-    except additions.Clash as err:
-        assert denial is not None and str(err).startswith(denial), (str(err), denial)
+    # Entry by entry, and with what the combination adds together kept (webhook.core.combined): the same.
+    for combinations in (None, CATALOGUE.combinations):
+        warnings: list[str] = []
+        try:
+            add = additions.build(view, chosen_entries, warnings, combinations)
+        except additions.Clash as err:
+            assert denial is not None and str(err).startswith(denial), (str(err), denial)
+            continue
+        assert denial is None, denial
+        app_warnings = [w for w in warnings if w.startswith("container ")]
+        assert (list(add.app_env.items()), list(add.app_mounts.items()), app_warnings) == expected
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=pods(), restart=st.sampled_from([None, "Always", "Never"]), host_network=st.booleans(),
+       native=st.booleans())
+def test_what_a_combination_adds_together_is_what_entry_by_entry_adds(case, restart, host_network, native):
+    """webhook.core.combined: the Additions, warnings and clashes of a Pod are the same as those worked out entry
+    by entry, whatever the Pod (names, ports and volumes of its own), its restartPolicy and its network."""
+    pod, chosen = case
+    if not chosen:
         return
-    assert denial is None, denial
-    app_warnings = [w for w in warnings if w.startswith("container ")]
-    assert (list(add.app_env.items()), list(add.app_mounts.items()), app_warnings) == expected
+    pod = copy.deepcopy(pod)
+    pod["spec"]["restartPolicy"] = restart
+    pod["spec"]["hostNetwork"] = host_network
+    view = read_pod(pod, "default")
+    settings_ = engine.Settings(native_sidecars=native)
+    supplied = engine._supplied_parameters(view, CATALOGUE, AnnotationKeys(), set(chosen), [])
+    entries = []
+    for name in chosen:
+        params = engine._resolve_parameters(CATALOGUE[name], supplied.get(name, {}), AnnotationKeys())
+        rendered, is_native = engine._render(CATALOGUE[name], params, engine._pod_values(view), settings_)
+        entries.append(additions.Chosen(CATALOGUE[name], rendered, is_native))
+    results = []
+    for combinations in (None, CATALOGUE.combinations):
+        warnings: list[str] = []
+        try:
+            results.append((additions.build(view, entries, warnings, combinations), warnings))
+        except additions.Clash as err:
+            results.append(("clash", str(err)))
+    assert results[0] == results[1]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 from webhook.core import podkinds, verify
+from webhook.core.combined import Combinations, Combined
 from webhook.core.entries import Entry
 from webhook.core.patch import Additions
 from webhook.core.pod import CONTAINER_LISTS, PodView
@@ -30,8 +32,13 @@ class Chosen:
     replace: bool = False  # re-injected: its containers and volumes in the Pod (look-alikes, stale) are replaced
 
 
-def build(pod: PodView, chosen: list[Chosen], warnings: list[str]) -> Additions:
-    """What the chosen entries add to the Pod; raises Clash where something they add meets the Pod's own."""
+def build(pod: PodView, chosen: list[Chosen], warnings: list[str], combinations: Combinations | None = None) -> Additions:
+    """What the chosen entries add to the Pod; raises Clash where something they add meets the Pod's own.
+    `combinations`: the catalogue's, where what the entries add together is kept (webhook.core.combined)."""
+    if combinations is not None and not any(item.replace for item in chosen):
+        combined = combinations.get(tuple((item.entry.name, item.rendered, item.native) for item in chosen))
+        if _meets_nothing(pod, combined):
+            return _all_at_once(pod, combined, chosen, warnings)
     add = Additions()
     names = {c["name"]: f"spec.{kind}" for kind in CONTAINER_LISTS for c in pod.lists[kind] or ()}
     ports = {
@@ -41,12 +48,16 @@ def build(pod: PodView, chosen: list[Chosen], warnings: list[str]) -> Additions:
         for p in c.get("ports") or ()
     }
     volumes = {v["name"]: v for v in pod.volumes or ()}
+    if pod.partial and any(v["name"] in volumes for c in chosen for v in c.rendered.volumes):
+        pod.needs_whole()  # the Pod's volume of that name is compared whole with the entry's
     renders = [(c.entry, c.rendered, c.native) for c in chosen]
     replaced = set()
     for item in chosen:
         if item.replace:
             replaced |= _replace_in_place(pod, item, add, names, ports, volumes)
     same_for_all = _same_for_all(pod, [rendered for _, rendered, _ in renders])
+    if same_for_all is None:
+        pod.needs_whole()  # _AppContainers compares the values the containers already have
     app = _AppContainers(pod) if same_for_all is None else None
     _warn_env_from(pod, renders, warnings)
     for entry, rendered, native in renders:
@@ -82,19 +93,60 @@ def build(pod: PodView, chosen: list[Chosen], warnings: list[str]) -> Additions:
                 raise Clash(f"{entry.name}: its volume {volume['name']!r} clashes with a different volume of that name")
         if app is not None:
             app.add(entry, rendered, add, warnings)
-        if not native and pod.spec.get("restartPolicy", "Always") != "Always":
-            warnings.append(
-                f"{entry.name} runs as a regular container: a Pod with restartPolicy "
-                f"{pod.spec.get('restartPolicy')} will not complete while it runs (native sidecars need Kubernetes >= 1.29)"
-            )
+        if not native:
+            _warn_restart_policy(pod, entry.name, warnings)
     if same_for_all is not None:
-        env, mounts = same_for_all
-        for index in range(len(pod.containers)):
-            if env:
-                add.app_env[index] = list(env)  # a list each: the CLI's YAML would show one shared list as an alias
-            if mounts:
-                add.app_mounts[index] = list(mounts)
+        _to_every_app_container(pod, add, *same_for_all)
     return add
+
+
+def _meets_nothing(pod: PodView, combined: Combined) -> bool:
+    """Whether nothing the combination adds meets the Pod's own (names, ports, volumes, the app containers' env
+    names and mount paths, a host network), nor clashes within itself: then it is added as it is."""
+    if not combined.clean or (combined.listening and pod.spec.get("hostNetwork") is True):
+        return False
+    lists = pod.lists
+    if not combined.names.isdisjoint(c["name"] for kind in CONTAINER_LISTS for c in lists[kind] or ()):
+        return False
+    if not combined.ports.isdisjoint((p["containerPort"], p.get("protocol", "TCP")) for kind in ("containers", "initContainers")
+                                     for c in lists[kind] or () for p in c.get("ports") or ()):
+        return False
+    if pod.volumes and not combined.volume_names.isdisjoint(map(itemgetter("name"), pod.volumes)):
+        return False
+    env_names, mount_paths = combined.env_names, combined.mount_paths
+    for container in pod.containers:
+        # map(dict.get, …) reads the names at C speed: this loop is over everything the app containers have.
+        if not env_names.isdisjoint(map(dict.get, container.get("env") or (), repeat("name"))):
+            return False
+        if not mount_paths.isdisjoint(map(dict.get, container.get("volumeMounts") or (), repeat("mountPath"))):
+            return False
+    return True
+
+
+def _all_at_once(pod: PodView, combined: Combined, chosen: list[Chosen], warnings: list[str]) -> Additions:
+    """The Additions of a combination that meets nothing of the Pod's: what the entry-by-entry path gives then."""
+    _warn_env_from(pod, [(c.entry, c.rendered, c.native) for c in chosen], warnings)
+    for name in combined.regular:
+        _warn_restart_policy(pod, name, warnings)
+    # Lists of their own: the engine adds to them, and limits.apply replaces containers it gives defaults.
+    add = Additions(annotations=dict(combined.annotations), volumes=list(combined.volumes),
+                    native_sidecars=list(combined.native_sidecars), containers=list(combined.containers))
+    _to_every_app_container(pod, add, combined.env, combined.mounts)
+    return add
+
+
+def _to_every_app_container(pod: PodView, add: Additions, env: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> None:
+    for index in range(len(pod.containers)):
+        if env:
+            add.app_env[index] = list(env)  # a list each: the CLI's YAML would show one shared list as an alias
+        if mounts:
+            add.app_mounts[index] = list(mounts)
+
+
+def _warn_restart_policy(pod: PodView, entry: str, warnings: list[str]) -> None:
+    if pod.spec.get("restartPolicy", "Always") != "Always":
+        warnings.append(f"{entry} runs as a regular container: a Pod with restartPolicy {pod.spec.get('restartPolicy')} "
+                        f"will not complete while it runs (native sidecars need Kubernetes >= 1.29)")
 
 
 def _replace_in_place(pod: PodView, item: Chosen, add: Additions, names: dict[str, str],

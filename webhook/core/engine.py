@@ -16,7 +16,7 @@ from webhook.core import additions, limits, podkinds, podresources, updates, ver
 from webhook.core.entries import Catalogue, Entry
 from webhook.core.findings import Finding
 from webhook.core.keys import DEFAULT_CONTAINER, AnnotationKeys
-from webhook.core.parameters import ParameterError
+from webhook.core.parameters import Parameter, ParameterError
 from webhook.core.patch import Additions, Op, operations
 from webhook.core.pod import (
     PodShapeError,
@@ -50,7 +50,7 @@ class NamespaceInfo:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3× as much, and a plan makes several
 class Decision:
     entry: str
     source: str  # who asked for it, as a phrase: "requested by annotation …", "added by rule … (mandatory)"
@@ -90,12 +90,13 @@ class _Request:
 
 
 def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = "", name: str = "",
-         namespace_info: NamespaceInfo | None = None, policy: Policy = EMPTY_POLICY) -> Plan:
+         namespace_info: NamespaceInfo | None = None, policy: Policy = EMPTY_POLICY, partial: bool = False) -> Plan:
     """`namespace` and `name` stand in when the Pod has none (the request's namespace; a workload's name).
-    Without `namespace_info` the Namespace is taken to have no labels and no annotations."""
+    Without `namespace_info` the Namespace is taken to have no labels and no annotations. `partial`: the Pod
+    holds only the fields of webhook.core.podfields; raises NeedsWholePod when the plan needs more."""
     result = Plan()
     try:
-        view = read_pod(pod, namespace, name)
+        view = read_pod(pod, namespace, name, partial)
         _plan(view, catalogue, settings, namespace_info or NamespaceInfo(view.namespace), policy, result)
     except PodShapeError as err:
         result.ops, result.denial = [], f"the object is not a valid Pod: {err}"
@@ -138,6 +139,7 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
     by_environment = policy.environments.get(environment, {}) if environment is not None else {}
     chosen: list[additions.Chosen] = []
     held: set[str] = set()  # entries the Pod claims and holds
+    pod_values = _pod_values(pod)
     for request in requested:
         entry = catalogue[request.entry]
         environment_values = {
@@ -145,7 +147,7 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
             for name, value in by_environment.get(entry.name, {}).items()
         }
         values = _resolve_parameters(entry, environment_values | supplied.get(entry.name, {}), keys)
-        rendered, native = _render(entry, values, pod, settings)
+        rendered, native = _render(entry, values, pod_values, settings)
         if rendered.problems:
             sizes = [f"{name} = {value} ({origin})" for name, (value, origin) in values.items()
                      if entry.parameters[name].type == "quantity"]
@@ -155,6 +157,7 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
         enforcement = request.rule.enforcement if request.rule is not None else ""
         if entry.name in claimed:
             # The annotation is a claim: it counts only when the Pod holds what the entry injects.
+            pod.needs_whole()
             wrong = verify.mismatch(pod, rendered)
             if wrong is None:
                 result.decisions.append(Decision(request.entry, request.source, False,
@@ -186,12 +189,13 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
     if not chosen and not limits_rules and not cap_rules:
         return
     check_containers(pod)
-    added = additions.build(pod, chosen, result.warnings) if chosen else Additions()
+    added = additions.build(pod, chosen, result.warnings, catalogue.combinations) if chosen else Additions()
     for rule in cap_rules:
         excess = limits.container_count_excess(pod, added, rule)
         if excess is not None:
             _breaks(rule, "too-many-containers", excess, True, result)
     if limits_rules:
+        pod.needs_whole()  # defaults are set on the containers' whole resources
         check_resources(pod)
     # The first enforced rule with resources sets defaults or decides; the others (warn, audit) report what it leaves.
     deciding = next((rule for rule in limits_rules if rule.enforcement == "enforce"), None)
@@ -211,7 +215,8 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
         if kind == "containers":
             added.app_env.pop(index, None)
             added.app_mounts.pop(index, None)
-    added.pod_resources = podresources.grown(pod, added.native_sidecars + added.containers)
+    if pod.spec.get("resources") is not None:
+        added.pod_resources = podresources.grown(pod, added.native_sidecars + added.containers)
     if chosen:
         secrets = settings.image_pull_secrets + tuple(name for c in chosen for name in c.entry.image_pull_secrets)
         if secrets:
@@ -251,6 +256,8 @@ def _report_unenforced_entries(pod: PodView, rules: list[Rule], catalogue: Catal
         if rule.enforcement == "enforce" or not rule.inject:
             continue
         for name in rule.inject:
+            if name in claimed and name not in present:
+                pod.needs_whole()  # _holds compares the Pod's containers with the entry's
             if name in present or (name in claimed and _holds(pod, catalogue[name], settings)):
                 present.add(name)
                 continue
@@ -268,10 +275,9 @@ def _report_unenforced_entries(pod: PodView, rules: list[Rule], catalogue: Catal
 
 def _holds(pod: PodView, entry: Entry, settings: Settings) -> bool:
     """Whether the Pod holds what `entry` injects with its default parameters (a claimed entry no rule enforces)."""
-    values = {p.name: (p.default, "default") for p in entry.parameters.values() if p.default is not None}
-    if any(p.required and p.default is None for p in entry.parameters.values()):
+    if entry.required_unset is not None:
         return True  # it cannot be rendered without the Pod's own values: the claim is taken as it is
-    rendered, _ = _render(entry, values, pod, settings)
+    rendered, _ = _render(entry, entry.defaults, _pod_values(pod), settings)
     return verify.mismatch(pod, rendered) is None
 
 
@@ -426,11 +432,14 @@ def _supplied_parameters(
     pod: PodView, catalogue: Catalogue, keys: AnnotationKeys, requested: set[str], warnings: list[str]
 ) -> dict[str, dict[str, tuple[Any, str]]]:
     supplied: dict[str, dict[str, tuple[Any, str]]] = {}
-    for key, text in pod.annotations.items():
+    infix = keys.parameter_infix
+    # Only the keys that can be parameters are split: a Pod may carry many annotations of its own.
+    for key in [key for key in pod.annotations if infix in key]:
         split = keys.split_parameter(key)
         if split is None:
             continue
         name, param_name = split
+        text = pod.annotations[key]
         if name not in catalogue:
             warnings.append(f"annotation {key}: there is no catalogue entry {name!r}; ignored")
             continue
@@ -451,6 +460,10 @@ def _supplied_parameters(
 
 
 def _resolve_parameters(entry: Entry, supplied: dict[str, tuple[Any, str]], keys: AnnotationKeys) -> dict[str, tuple[Any, str]]:
+    if not supplied:  # most Pods: the entry's defaults, resolved once (shared, read-only)
+        if entry.required_unset is not None:
+            raise Denied(_required_missing(entry, entry.required_unset, keys))
+        return entry.defaults
     values: dict[str, tuple[Any, str]] = {}
     for param in entry.parameters.values():
         if param.name in supplied:
@@ -458,20 +471,22 @@ def _resolve_parameters(entry: Entry, supplied: dict[str, tuple[Any, str]], keys
         elif param.default is not None:
             values[param.name] = (param.default, "default")
         elif param.required:
-            raise Denied(
-                f"{entry.name}: required parameter {param.name} is missing; set annotation "
-                f"{keys.parameter(entry.name, param.name)} to {param.accepted()} ({param.description})"
-            )
+            raise Denied(_required_missing(entry, param, keys))
     return values
 
 
-def _render(entry: Entry, params: dict[str, tuple[Any, str]], pod: PodView, settings: Settings) -> tuple[Rendered, bool]:
-    keys = entry.placeholders
-    values = {keys[name]: value if parameter is None else parameter.rendered(value)
-              for name, (value, _) in params.items() for parameter in (entry.render_as[name],)} | {
-        "pod.name": pod.name,
-        "pod.namespace": pod.namespace,
-        "pod.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
-    }
+def _required_missing(entry: Entry, param: Parameter, keys: AnnotationKeys) -> str:
+    return (f"{entry.name}: required parameter {param.name} is missing; set annotation "
+            f"{keys.parameter(entry.name, param.name)} to {param.accepted()} ({param.description})")
+
+
+def _pod_values(pod: PodView) -> dict[str, Any]:
+    """The placeholders a template may use besides its parameters."""
+    return {"pod.name": pod.name, "pod.namespace": pod.namespace,
+            "pod.serviceAccountName": pod.spec.get("serviceAccountName") or "default"}
+
+
+def _render(entry: Entry, params: dict[str, tuple[Any, str]], pod_values: dict[str, Any],
+            settings: Settings) -> tuple[Rendered, bool]:
     native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
-    return entry.renders.get(values, native, settings.image_registry), native
+    return entry.renders.get(entry.placeholder_values(params), native, settings.image_registry, pod_values), native

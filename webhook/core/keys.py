@@ -14,25 +14,25 @@ class AnnotationKeys:
     inject: str = field(init=False)
     exclude: str = field(init=False)
     status: str = field(init=False)
-    _parameter_infix: str = field(init=False, repr=False)
+    parameter_infix: str = field(init=False, repr=False)  # in every parameter's key
 
     def __post_init__(self) -> None:
         # Precomputed once: these strings are compared on every request.
         object.__setattr__(self, "inject", f"{self.prefix}/inject")
         object.__setattr__(self, "exclude", f"{self.prefix}/exclude")
         object.__setattr__(self, "status", f"{self.prefix}/status")
-        object.__setattr__(self, "_parameter_infix", f".{self.prefix}/")
+        object.__setattr__(self, "parameter_infix", f".{self.prefix}/")
 
     def parameter(self, entry: str, name: str) -> str:
         """The annotation that sets parameter `name` of catalogue entry `entry`."""
-        return f"{entry}{self._parameter_infix}{name}"
+        return f"{entry}{self.parameter_infix}{name}"
 
     def split_parameter(self, key: str) -> tuple[str, str] | None:
         """(entry, parameter) for a key `<entry>.<prefix>/<parameter>`, else None."""
-        at = key.find(self._parameter_infix)
+        at = key.find(self.parameter_infix)
         if at <= 0:
             return None
-        return key[:at], key[at + len(self._parameter_infix):]
+        return key[:at], key[at + len(self.parameter_infix):]
 
 
 def pointer_token(key: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.utils import parse_quantity
@@ -34,6 +34,9 @@ SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/l
 SYSTEM_DIRECTORIES = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
 
 
+MAX_PARSED = 256  # annotation values kept parsed, per parameter
+
+
 class ParameterError(ValueError):
     """A value (or a declaration) that the parameter does not accept."""
 
@@ -53,6 +56,8 @@ class Parameter:
     # a user knows (format: plain) standing for what the program wants (parser=universal).
     render_as: tuple[tuple[str, str], ...] = ()
     not_under: tuple[str, ...] = ()  # a path's own refused trees, e.g. where the injected image keeps its files
+    # Annotation values already parsed: a cluster's Pods repeat a few (their upstreams, sizes); bounded.
+    _parsed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def declare(cls, spec: Any) -> "Parameter":
@@ -146,6 +151,14 @@ class Parameter:
 
     def parse(self, text: str) -> Any:
         """Turns an annotation value into a typed, checked value."""
+        if text in self._parsed:
+            return self._parsed[text]
+        value = self._parse(text)
+        if len(self._parsed) < MAX_PARSED:
+            self._parsed[text] = value
+        return value
+
+    def _parse(self, text: str) -> Any:
         if self.type == "integer":
             if not INTEGER.match(text.strip()):
                 raise ParameterError(f"expected {self.accepted()}")

@@ -17,7 +17,12 @@ class PodShapeError(ValueError):
     """The object is not shaped like a core/v1 Pod where the engine needs to read it."""
 
 
-@dataclass(frozen=True)
+class NeedsWholePod(Exception):
+    """The plan needs more of the Pod than its typed fields (webhook.core.podfields): it is made again from the
+    whole Pod."""
+
+
+@dataclass(slots=True)  # read-only by convention: a frozen dataclass's __init__ costs ~2 µs more a request
 class PodView:
     raw: dict[str, Any]
     metadata: dict[str, Any] | None
@@ -29,6 +34,13 @@ class PodView:
     spec: dict[str, Any]
     lists: dict[str, list[dict[str, Any]] | None]  # the three container lists; None when absent
     volumes: list[dict[str, Any]] | None
+    # Only the fields of webhook.core.podfields, decoded with their exact types (check_containers holds by
+    # construction); a plan that needs more raises NeedsWholePod.
+    partial: bool = False
+
+    def needs_whole(self) -> None:
+        if self.partial:
+            raise NeedsWholePod()
 
     @property
     def containers(self) -> list[dict[str, Any]]:
@@ -73,7 +85,10 @@ def _optional_strings(items: list[dict[str, Any]], field: str, kind: str, index:
 def check_containers(pod: PodView) -> None:
     """Checks the container fields injection reads: ports of regular and init containers, env and
     volumeMounts of the app containers. Only Pods that get something injected pay for it, and it is
-    one of the few parts of a plan that grows with the Pod: messages are formatted only on failure."""
+    one of the few parts of a plan that grows with the Pod: messages are formatted only on failure. A
+    partial view's types were checked as it was decoded."""
+    if pod.partial:
+        return
     for kind in ("containers", "initContainers"):
         for i, container in enumerate(pod.lists[kind] or ()):
             ports = container.get("ports")
@@ -112,20 +127,28 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__.replace("dict", "object").replace("str", "string")
 
 
-def read_pod(obj: Any, namespace: str = "", name: str = "") -> PodView:
-    """Checks `obj` and returns the view; `namespace` and `name` are used when the object has none."""
+def read_pod(obj: Any, namespace: str = "", name: str = "", partial: bool = False) -> PodView:
+    """Checks `obj` and returns the view; `namespace` and `name` are used when the object has none. `partial`:
+    `obj` holds only the fields of webhook.core.podfields, as the typed decode of a request gives them, whose
+    types are checked already (the loops over annotations, labels and lists are skipped: they grow with the Pod)."""
     pod = _dict(obj, "the Pod", optional=False)
     metadata = _dict(pod.get("metadata"), "metadata")
     annotations = _dict((metadata or {}).get("annotations"), "metadata.annotations")
-    for key, value in (annotations or {}).items():
-        if not isinstance(value, str):
-            raise PodShapeError(f"metadata.annotations[{_shown(key)}] must be a string, got {_kind(value)}")
     labels = _dict((metadata or {}).get("labels"), "metadata.labels") or {}
-    for key, value in labels.items():
-        if not isinstance(value, str):
-            raise PodShapeError(f"metadata.labels[{_shown(key)}] must be a string, got {_kind(value)}")
+    if not partial:
+        for key, value in (annotations or {}).items():
+            if not isinstance(value, str):
+                raise PodShapeError(f"metadata.annotations[{_shown(key)}] must be a string, got {_kind(value)}")
+        for key, value in labels.items():
+            if not isinstance(value, str):
+                raise PodShapeError(f"metadata.labels[{_shown(key)}] must be a string, got {_kind(value)}")
     spec = _dict(pod.get("spec"), "spec", optional=False)
-    lists = {name: _named_list(spec.get(name), f"spec.{name}") for name in CONTAINER_LISTS}
+    if partial:
+        lists = {name: spec.get(name) for name in CONTAINER_LISTS}
+        volumes = spec.get("volumes")
+    else:
+        lists = {name: _named_list(spec.get(name), f"spec.{name}") for name in CONTAINER_LISTS}
+        volumes = _named_list(spec.get("volumes"), "spec.volumes")
     if not lists["containers"]:
         raise PodShapeError("spec.containers must list at least one container")
     meta = metadata or {}
@@ -145,5 +168,6 @@ def read_pod(obj: Any, namespace: str = "", name: str = "") -> PodView:
         namespace=ns,
         spec=spec,
         lists=lists,
-        volumes=_named_list(spec.get("volumes"), "spec.volumes"),
+        volumes=volumes,
+        partial=partial,
     )

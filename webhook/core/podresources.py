@@ -37,6 +37,8 @@ def grown(pod: PodView, injected: list[dict[str, Any]]) -> dict[str, dict[str, s
     """The Pod-level values that must grow, kind -> resource -> new quantity, by the injected containers'
     requests and limits. Empty when the Pod sets no Pod-level resources or nothing is injected."""
     current = pod_level(pod)
+    if not current:
+        return {}
     out: dict[str, dict[str, str]] = {}
     for kind, values in current.items():
         for resource in POD_LEVEL:

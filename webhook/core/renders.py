@@ -24,7 +24,7 @@ from webhook.core.template import references, render
 MAX_RENDERS = 256  # per entry: the namespaces and parameter combinations a cluster uses at once; a few KB each
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a key of webhook.core.combined
 class Rendered:
     containers: list[dict[str, Any]]  # as injected: with restartPolicy Always when they run as native sidecars
     volumes: list[dict[str, Any]]
@@ -46,20 +46,26 @@ class RenderCache:
                  size: int = MAX_RENDERS):
         self.templates = (containers, volumes, app_env, app_mounts, annotations or {})
         self.references = tuple(sorted(set().union(*(references(t) for t in self.templates))))
+        # The key is read from two maps (the entry's parameters, the Pod's own values) without merging them.
+        self._own = tuple(ref for ref in self.references if not ref.startswith("pod."))
+        self._pod = tuple(ref for ref in self.references if ref.startswith("pod."))
         self.size = size
         self._renders: OrderedDict[tuple[Any, ...], Rendered] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._renders)
 
-    def get(self, values: dict[str, Any], native: bool, registry: str | None = None) -> Rendered:
-        """`registry`: every image pulled from it instead (webhook.core.images)."""
-        key = (native, registry, *(values[ref] for ref in self.references))
+    def get(self, values: dict[str, Any], native: bool, registry: str | None = None,
+            pod_values: dict[str, Any] | None = None) -> Rendered:
+        """`values`: the placeholders' values; `pod_values`, when given, those of the `pod.*` placeholders.
+        `registry`: every image pulled from it instead (webhook.core.images)."""
+        pod_values = values if pod_values is None else pod_values
+        key = (native, registry, *map(values.__getitem__, self._own), *map(pod_values.__getitem__, self._pod))
         found = self._renders.get(key)
         if found is not None:
             self._renders.move_to_end(key)
             return found
-        found = self._renders[key] = self._render(values, native, registry)
+        found = self._renders[key] = self._render(values | pod_values, native, registry)
         if len(self._renders) > self.size:
             self._renders.popitem(last=False)
         return found

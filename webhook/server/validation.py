@@ -10,14 +10,13 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable
 
-import orjson
-
 from webhook.catalog import templatechange
 from webhook.catalog.definition import GROUP, KIND
 from webhook.core.configuration import Configuration
 from webhook.logs import event
 from webhook.server.admission import decode
-from webhook.server.wire import API_VERSION, AdmissionResponse
+from webhook.server import wire
+from webhook.server.wire import AdmissionResponse, Status
 
 REASONS = {400: "BadRequest", 403: "Forbidden"}
 
@@ -29,7 +28,7 @@ def review(body: bytes, configuration: Configuration, directories: Iterable[str 
     uid = request["uid"]
     kind = request.get("kind")
     if not (isinstance(kind, dict) and kind.get("group") == GROUP and kind.get("kind") == KIND) or request.get("subResource"):
-        return _encode({"uid": uid, "allowed": True})
+        return wire.encode(AdmissionResponse(uid, True))
     obj, old = _mapping(request.get("object")), _mapping(request.get("oldObject"))
     name = request.get("name") or ((obj or old or {}).get("metadata") or {}).get("name") or ""
     try:
@@ -41,10 +40,7 @@ def review(body: bytes, configuration: Configuration, directories: Iterable[str 
         event(logging.INFO, "denied", uid=uid, kind=KIND, name=name, operation=request.get("operation"),
               reason=verdict.message)
         return _deny(uid, verdict.code, verdict.message)
-    response: AdmissionResponse = {"uid": uid, "allowed": True}
-    if verdict.warnings:
-        response["warnings"] = list(verdict.warnings)
-    return _encode(response)
+    return wire.encode(AdmissionResponse(uid, True, warnings=list(verdict.warnings) or None))
 
 
 def _mapping(value: Any) -> dict[str, Any] | None:
@@ -52,9 +48,4 @@ def _mapping(value: Any) -> dict[str, Any] | None:
 
 
 def _deny(uid: str, code: int, message: str) -> bytes:
-    return _encode({"uid": uid, "allowed": False,
-                    "status": {"code": code, "message": message, "reason": REASONS.get(code, "InternalError")}})
-
-
-def _encode(response: AdmissionResponse) -> bytes:
-    return orjson.dumps({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response})
+    return wire.encode(AdmissionResponse(uid, False, status=Status(code, message, REASONS.get(code, "InternalError"))))

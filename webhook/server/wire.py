@@ -1,48 +1,91 @@
-"""The AdmissionReview v1 wire format (admission.k8s.io/v1), as typed dictionaries."""
+"""The AdmissionReview v1 wire format (admission.k8s.io/v1) as msgspec Structs, and the typed decode of a
+Pod's CREATE: only the fields the engine reads (webhook.core.podfields), everything else skipped at C speed."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Literal
+
+import msgspec
+import orjson
+
+from webhook.core.podfields import Pod
 
 API_VERSION = "admission.k8s.io/v1"
 
 
-class GroupVersionKind(TypedDict):
-    group: str
-    version: str
-    kind: str
+class GroupVersionKind(msgspec.Struct, frozen=True):
+    group: str | None = None
+    version: str | None = None
+    kind: str | None = None
 
 
-class AdmissionRequest(TypedDict):
-    uid: str
-    kind: GroupVersionKind
-    resource: NotRequired[dict[str, str]]
-    subResource: NotRequired[str]
-    name: NotRequired[str]
-    namespace: NotRequired[str]
-    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
-    object: NotRequired[dict[str, Any] | None]
-    oldObject: NotRequired[dict[str, Any] | None]
-    dryRun: NotRequired[bool]
+class PodRequest(msgspec.Struct, frozen=True):
+    """The request fields a Pod's CREATE is answered from; `object` holds only the fields the engine reads."""
+
+    uid: str | None = None
+    kind: GroupVersionKind | None = None
+    subResource: str | None = None
+    namespace: str | None = None
+    operation: str | None = None
+    object: Pod | None = None
 
 
-class Status(TypedDict):
+class PodReview(msgspec.Struct, frozen=True):
+    apiVersion: str | None = None
+    kind: str | None = None
+    request: PodRequest | None = None
+
+
+class Status(msgspec.Struct, frozen=True, omit_defaults=True):
     code: int
     message: str
-    reason: NotRequired[str]
+    reason: str | None = None
 
 
-class AdmissionResponse(TypedDict):
+class AdmissionResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     uid: str
     allowed: bool
-    patchType: NotRequired[Literal["JSONPatch"]]
-    patch: NotRequired[str]  # base64 of the JSON-Patch document
-    status: NotRequired[Status]
-    warnings: NotRequired[list[str]]
+    patchType: Literal["JSONPatch"] | None = None
+    patch: str | None = None  # base64 of the JSON-Patch document
+    status: Status | None = None
+    warnings: list[str] | None = None
 
 
-class AdmissionReview(TypedDict):
-    apiVersion: str
-    kind: Literal["AdmissionReview"]
-    request: NotRequired[AdmissionRequest]
-    response: NotRequired[AdmissionResponse]
+class AdmissionReview(msgspec.Struct, frozen=True, kw_only=True):
+    apiVersion: str = API_VERSION
+    kind: str = "AdmissionReview"
+    response: AdmissionResponse
+
+
+_POD_REVIEW = msgspec.json.Decoder(PodReview)
+
+
+def pod_create(body: bytes) -> PodRequest | None:
+    """The request of a Pod's CREATE, its Pod decoded into the engine's fields; None for anything else (another
+    kind or operation, a subresource, JSON the typed decode refuses or orjson might read otherwise), which is
+    answered from the whole review as before.
+
+    What the typed decode skips it checks as JSON, but not as orjson does in two ways: it does not check that
+    skipped strings are UTF-8 (a body that is not is left to orjson here), nor that a skipped number fits a
+    double (orjson refuses 1e400 anywhere; here it is skipped like any number the engine does not read)."""
+    if not body.isascii():
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        review = _POD_REVIEW.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # its depth limit is Python's, below orjson's
+        return None
+    request = review.request
+    if (review.kind != "AdmissionReview" or review.apiVersion != API_VERSION or request is None or not request.uid
+            or request.operation != "CREATE" or request.subResource or request.object is None
+            or request.kind is None or request.kind.kind != "Pod" or request.kind.group != ""):
+        return None
+    return request
+
+
+def encode(response: AdmissionResponse) -> bytes:
+    # orjson writes the patch's long base64 string ~4× faster than msgspec's encoder (0.8 against 2.8 µs for a
+    # 10 KB patch); to_builtins keeps omit_defaults.
+    return orjson.dumps(msgspec.to_builtins(AdmissionReview(response=response)))

@@ -1,0 +1,94 @@
+"""What a set of rendered entries adds together, worked out once per combination and kept with the catalogue.
+
+A cluster injects a handful of combinations (the same entries with the same renders), and most of what
+`additions.build` works out depends on them alone: the containers split into native sidecars and regular
+ones, their names and ports, the volumes shared between entries, the env and mounts every app container
+gets. Kept here, keyed by the renders themselves (never by anything of the request), so that for a Pod a
+plan only checks that none of it meets the Pod's own. A combination whose entries clash among themselves,
+or disagree on an env var or mount, is marked so: `additions.build` then works the Pod through entry by
+entry, with its messages.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.core.renders import Rendered
+
+MAX_COMBINATIONS = 256  # per catalogue: the combinations a cluster injects at once
+
+
+@dataclass(frozen=True)
+class Combined:
+    clean: bool  # no clash and no disagreement between the entries: the rest is valid
+    annotations: dict[str, str]
+    native_sidecars: list[dict[str, Any]]
+    containers: list[dict[str, Any]]
+    names: frozenset[str]  # of the containers
+    ports: frozenset[tuple[Any, str]]  # (containerPort, protocol) of the containers
+    listening: bool  # a container declares a port (refused in a host-network Pod)
+    volumes: list[dict[str, Any]]  # shared between entries where identical
+    volume_names: frozenset[str]
+    env: list[dict[str, Any]]  # what every app container gets, when no app container has any of it
+    mounts: list[dict[str, Any]]
+    env_names: frozenset[str]
+    mount_paths: frozenset[str]
+    regular: tuple[str, ...]  # entries that run as regular containers, in order
+
+
+Key = tuple[tuple[str, Rendered, bool], ...]
+
+
+def combine(key: Key) -> Combined:
+    annotations: dict[str, str] = {}
+    native: list[dict[str, Any]] = []
+    regular: list[dict[str, Any]] = []
+    ports: set[tuple[Any, str]] = set()
+    volumes: dict[str, dict[str, Any]] = {}
+    env: dict[str, dict[str, Any]] = {}
+    mounts: dict[str, dict[str, Any]] = {}
+    clean = True
+    for _, rendered, is_native in key:
+        for name, value in rendered.annotations.items():
+            clean &= annotations.setdefault(name, value) == value
+        for container in rendered.containers:
+            for port in container.get("ports") or ():
+                port_key = (port["containerPort"], port.get("protocol", "TCP"))
+                clean &= port_key not in ports
+                ports.add(port_key)
+            (native if is_native else regular).append(container)
+        for volume in rendered.volumes:
+            clean &= volumes.setdefault(volume["name"], volume) == volume
+        for var in rendered.app_env:
+            clean &= env.setdefault(var["name"], var) == var
+        for mount in rendered.app_mounts:
+            clean &= mounts.setdefault(mount["mountPath"], mount) == mount
+    names = [container["name"] for container in native + regular]
+    clean &= len(set(names)) == len(names)
+    return Combined(clean, annotations, native, regular, frozenset(names), frozenset(ports), bool(ports),
+                    list(volumes.values()), frozenset(volumes), list(env.values()), list(mounts.values()),
+                    frozenset(env), frozenset(mounts), tuple(name for name, _, is_native in key if not is_native))
+
+
+class Combinations:
+    """A bounded, least-recently-used map from a combination of renders to what they add together. Used from
+    one thread at a time, as the renders' own caches (webhook.core.renders)."""
+
+    def __init__(self, size: int = MAX_COMBINATIONS):
+        self.size = size
+        self._combined: OrderedDict[Key, Combined] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._combined)
+
+    def get(self, key: Key) -> Combined:
+        found = self._combined.get(key)
+        if found is not None:
+            self._combined.move_to_end(key)
+            return found
+        found = self._combined[key] = combine(key)
+        if len(self._combined) > self.size:
+            self._combined.popitem(last=False)
+        return found
