@@ -1,14 +1,17 @@
-"""The typed decode of a Pod's CREATE answers exactly what the whole review answers.
+"""The server's fast paths answer exactly what the plain paths answer.
 
 `admission.review` decodes a Pod's CREATE into the fields the engine reads (webhook.core.podfields) and
 plans from those; the whole review (orjson, every field) is its oracle here: the same code with the typed
 decode switched off. Every input below gets the same answer, byte for byte, both ways: the recorded
 reviews, the benchmark's Pods, generated Pod shapes, the policy's cases and the fuzzer's hostile inputs.
+The patch the server writes (engine.plan(wire=True): JSON the catalogue's combinations know already) is
+the plain operations' JSON, byte for byte.
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 import json
 
 import orjson
@@ -127,6 +130,24 @@ def test_any_pod_shape_gets_the_same_answer(case, configuration, namespace):
     pod, _ = case
     typed, whole = both(review_of(pod, namespace), configuration, NAMESPACES)
     assert typed == whole
+    assert_wire_patch_is_plain(pod, configuration, namespace)
+
+
+def assert_wire_patch_is_plain(pod: dict, configuration: Configuration, namespace: str) -> None:
+    plans = [engine.plan(copy.deepcopy(pod), configuration.catalogue, configuration.settings, namespace,
+                         namespace_info=NAMESPACES.lookup(namespace), policy=configuration.policy, wire=wire)
+             for wire in (False, True)]
+    assert orjson.dumps(plans[1].ops) == orjson.dumps(plans[0].ops)
+    assert (plans[1].warnings, plans[1].denial) == (plans[0].warnings, plans[0].denial)
+
+
+@pytest.mark.parametrize("name", [name for name, body in {**RECORDED, **corpus.corpus()}.items()
+                                  if orjson.loads(body)["request"]["operation"] == "CREATE"])
+def test_the_wire_patch_of_the_recorded_and_benchmark_pods_is_the_plain_one(name):
+    request = orjson.loads({**RECORDED, **corpus.corpus()}[name])["request"]
+    for configuration in (PLAIN, POLICY):
+        for namespace in ("default", "prod", "staging"):
+            assert_wire_patch_is_plain(request["object"], configuration, namespace)
 
 
 # What the typed fields cannot decide: the plan asks for the whole Pod, and the answer is the whole Pod's.
@@ -195,3 +216,21 @@ def test_the_typed_fields_are_only_what_the_engine_reads():
     assert "managedFields" not in pod["metadata"]
     container = pod["spec"]["containers"][0]
     assert set(container) <= {"name", "ports", "env", "volumeMounts", "envFrom", "restartPolicy"}
+
+
+@pytest.mark.parametrize("limit", [1000, 5000])
+@pytest.mark.parametrize("depth", [900, 1030])
+def test_nesting_in_a_skipped_field_gets_the_whole_reviews_answer_whatever_the_recursion_limit(depth, limit):
+    """msgspec's depth limit is the interpreter's recursion limit (hypothesis raises it), orjson's is 1,024
+    levels: a body nested deeper than orjson reads is orjson's to refuse either way."""
+    body = RECORDED["pod-create-annotated"].replace(b'"dnsPolicy": "ClusterFirst"',
+                                                    b'"dnsPolicy": ' + b"[" * depth + b"]" * depth)
+    assert len(body) > len(RECORDED["pod-create-annotated"])
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        typed, whole = both(body)
+    finally:
+        sys.setrecursionlimit(before)
+    assert typed == whole
+    assert (whole[0] == "400") == (depth > 1024)

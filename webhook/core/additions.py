@@ -130,7 +130,8 @@ def _all_at_once(pod: PodView, combined: Combined, chosen: list[Chosen], warning
         _warn_restart_policy(pod, name, warnings)
     # Lists of their own: the engine adds to them, and limits.apply replaces containers it gives defaults.
     add = Additions(annotations=dict(combined.annotations), volumes=list(combined.volumes),
-                    native_sidecars=list(combined.native_sidecars), containers=list(combined.containers))
+                    native_sidecars=list(combined.native_sidecars), containers=list(combined.containers),
+                    combined=combined)
     _to_every_app_container(pod, add, combined.env, combined.mounts)
     return add
 

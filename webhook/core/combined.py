@@ -12,8 +12,10 @@ entry, with its messages.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from webhook.core.renders import Rendered
 
@@ -36,6 +38,11 @@ class Combined:
     env_names: frozenset[str]
     mount_paths: frozenset[str]
     regular: tuple[str, ...]  # entries that run as regular containers, in order
+    # For the patch as the server writes it (webhook.core.patch, wire=True): the JSON of every value above by
+    # id (alive as long as this is), and each app container's operations with \x00 for its index, by (env or
+    # volumeMounts, whether the container has that list already).
+    json: dict[int, orjson.Fragment] = field(default_factory=dict, compare=False, repr=False)
+    chunks: dict[tuple[str, bool], bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 Key = tuple[tuple[str, Rendered, bool], ...]
@@ -67,9 +74,16 @@ def combine(key: Key) -> Combined:
             clean &= mounts.setdefault(mount["mountPath"], mount) == mount
     names = [container["name"] for container in native + regular]
     clean &= len(set(names)) == len(names)
-    return Combined(clean, annotations, native, regular, frozenset(names), frozenset(ports), bool(ports),
-                    list(volumes.values()), frozenset(volumes), list(env.values()), list(mounts.values()),
-                    frozenset(env), frozenset(mounts), tuple(name for name, _, is_native in key if not is_native))
+    combined = Combined(clean, annotations, native, regular, frozenset(names), frozenset(ports), bool(ports),
+                        list(volumes.values()), frozenset(volumes), list(env.values()), list(mounts.values()),
+                        frozenset(env), frozenset(mounts), tuple(name for name, _, is_native in key if not is_native))
+    for value in [native, *native, *regular, *combined.volumes, *annotations.values(), *combined.env, *combined.mounts]:
+        combined.json[id(value)] = orjson.Fragment(orjson.dumps(value))
+    for field_name, items in (("env", combined.env), ("volumeMounts", combined.mounts)):
+        path = b'{"op":"add","path":"/spec/containers/\x00/' + field_name.encode()
+        combined.chunks[field_name, False] = path + b'","value":' + orjson.dumps(items) + b"}"
+        combined.chunks[field_name, True] = b",".join(path + b'/-","value":' + orjson.dumps(item) + b"}" for item in items)
+    return combined
 
 
 class Combinations:

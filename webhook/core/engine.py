@@ -90,14 +90,16 @@ class _Request:
 
 
 def plan(pod: Any, catalogue: Catalogue, settings: Settings, namespace: str = "", name: str = "",
-         namespace_info: NamespaceInfo | None = None, policy: Policy = EMPTY_POLICY, partial: bool = False) -> Plan:
+         namespace_info: NamespaceInfo | None = None, policy: Policy = EMPTY_POLICY, partial: bool = False,
+         wire: bool = False) -> Plan:
     """`namespace` and `name` stand in when the Pod has none (the request's namespace; a workload's name).
     Without `namespace_info` the Namespace is taken to have no labels and no annotations. `partial`: the Pod
-    holds only the fields of webhook.core.podfields; raises NeedsWholePod when the plan needs more."""
+    holds only the fields of webhook.core.podfields; raises NeedsWholePod when the plan needs more. `wire`: the
+    operations only for orjson to write, as the server does (webhook.core.patch)."""
     result = Plan()
     try:
         view = read_pod(pod, namespace, name, partial)
-        _plan(view, catalogue, settings, namespace_info or NamespaceInfo(view.namespace), policy, result)
+        _plan(view, catalogue, settings, namespace_info or NamespaceInfo(view.namespace), policy, result, wire)
     except PodShapeError as err:
         result.ops, result.denial = [], f"the object is not a valid Pod: {err}"
     except (Denied, additions.Clash) as err:
@@ -116,7 +118,7 @@ def check_update(old: Any, new: Any, catalogue: Catalogue, settings: Settings) -
 
 
 def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: NamespaceInfo, policy: Policy,
-          result: Plan) -> None:
+          result: Plan, wire: bool = False) -> None:
     keys = settings.keys
     rules = policy.matching(namespace.labels, pod.labels)
     requested = _requested(pod, namespace, rules, catalogue, keys, result)
@@ -230,7 +232,7 @@ def _plan(pod: PodView, catalogue: Catalogue, settings: Settings, namespace: Nam
         if DEFAULT_CONTAINER not in pod.annotations:
             # Keeps `kubectl logs` and `kubectl exec` on the app, not on an injected container.
             added.annotations[DEFAULT_CONTAINER] = pod.containers[0]["name"]
-    result.ops = operations(pod, added)
+    result.ops = operations(pod, added, wire)
 
 
 def _breaks(rule: Rule, kind: str, message: str, denies: bool, result: Plan, entries: tuple[str, ...] = ()) -> None:

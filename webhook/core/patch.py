@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from webhook.core.combined import Combined
 from webhook.core.keys import pointer_token
 from webhook.core.pod import PodView
 
@@ -31,9 +34,21 @@ class Additions:
     # "requests"/"limits" -> resource -> the Pod-level value that replaces the Pod's (webhook.core.podresources)
     pod_resources: dict[str, dict[str, str]] = field(default_factory=dict)
     pull_secrets: list[str] = field(default_factory=list)  # appended to spec.imagePullSecrets
+    # The combination these come from when added as it is (webhook.core.additions._all_at_once): its values'
+    # JSON is known already.
+    combined: Combined | None = field(default=None, compare=False, repr=False)
 
 
-def operations(pod: PodView, add: Additions) -> list[Op]:
+def operations(pod: PodView, add: Additions, wire: bool = False) -> list[Op]:
+    """`wire`: the operations only for orjson to write (the server's patch): values whose JSON the combination
+    knows are orjson Fragments, and an app container's operations are one Fragment, which may hold several
+    (orjson writes a Fragment as it is). The same bytes as orjson.dumps of the plain operations."""
+    if wire and add.combined is not None:
+        return _wire(_operations(pod, add, app=False), pod, add, add.combined.json)
+    return _operations(pod, add)
+
+
+def _operations(pod: PodView, add: Additions, app: bool = True) -> list[Op]:
     ops: list[Op] = []
     if add.annotations:
         if pod.metadata is None:
@@ -64,11 +79,29 @@ def operations(pod: PodView, add: Additions) -> list[Op]:
             for i, container in enumerate(add.native_sidecars):
                 ops.append({"op": "add", "path": f"/spec/initContainers/{i}", "value": container})
     _extend(ops, "/spec/containers", pod.containers, add.containers)
+    if not app:
+        return ops
     # One operation or more for every app container: the part of the patch that grows with the Pod.
     containers = pod.containers
     for key, additions in (("env", add.app_env), ("volumeMounts", add.app_mounts)):
         for index, items in additions.items():
             _extend(ops, f"/spec/containers/{index}/{key}", containers[index].get(key), items)
+    return ops
+
+
+def _wire(ops: list[Op], pod: PodView, add: Additions, known: dict[int, Any]) -> list[Any]:
+    for op in ops:
+        value = op["value"]
+        if id(value) in known:
+            op["value"] = known[id(value)]
+        elif value is add.native_sidecars and len(value) == len(add.combined.native_sidecars) and all(
+                a is b for a, b in zip(value, add.combined.native_sidecars)):
+            op["value"] = known[id(add.combined.native_sidecars)]  # a copy of the combination's list, unchanged
+    chunks, containers = add.combined.chunks, pod.containers
+    for key, additions in (("env", add.app_env), ("volumeMounts", add.app_mounts)):
+        for index, items in additions.items():
+            chunk = chunks[key, containers[index].get(key) is not None]
+            ops.append(orjson.Fragment(chunk.replace(b"\x00", b"%d" % index)))
     return ops
 
 

@@ -108,7 +108,7 @@ def _create(uid: str, namespace: str, pod: Any, configuration: Configuration, na
     """A Pod's CREATE; `partial`: `pod` holds only the fields of webhook.core.podfields (raises NeedsWholePod)."""
     info = namespaces.lookup(namespace) if namespaces is not None else None
     plan = engine.plan(pod, configuration.catalogue, configuration.settings, namespace, namespace_info=info,
-                       policy=configuration.policy, partial=partial)
+                       policy=configuration.policy, partial=partial, wire=True)
     if plan.denial is not None:
         event(logging.INFO, "denied", uid=uid, namespace=namespace, reason=plan.denial)
         return Answer(_deny(uid, 400, plan.denial, plan.warnings), "denied")

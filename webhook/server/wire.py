@@ -3,6 +3,7 @@ Pod's CREATE: only the fields the engine reads (webhook.core.podfields), everyth
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import msgspec
@@ -11,6 +12,7 @@ import orjson
 from webhook.core.podfields import Pod
 
 API_VERSION = "admission.k8s.io/v1"
+MAX_DEPTH = 1024  # orjson's nesting limit
 
 
 class GroupVersionKind(msgspec.Struct, frozen=True):
@@ -65,14 +67,18 @@ def pod_create(body: bytes) -> PodRequest | None:
     kind or operation, a subresource, JSON the typed decode refuses or orjson might read otherwise), which is
     answered from the whole review as before.
 
-    What the typed decode skips it checks as JSON, but not as orjson does in two ways: it does not check that
-    skipped strings are UTF-8 (a body that is not is left to orjson here), nor that a skipped number fits a
-    double (orjson refuses 1e400 anywhere; here it is skipped like any number the engine does not read)."""
+    What the typed decode skips it checks as JSON, but not as orjson does in three ways: it does not check that
+    skipped strings are UTF-8 (a body that is not is left to orjson here), its depth limit is the interpreter's
+    recursion limit, not orjson's 1,024 levels (a deeper body is left to orjson unless the limit is at most that),
+    nor that a skipped number fits a double (orjson refuses 1e400 anywhere; here it is skipped like any number
+    the engine does not read)."""
     if not body.isascii():
         try:
             body.decode()
         except UnicodeDecodeError:
             return None
+    if sys.getrecursionlimit() > MAX_DEPTH and body.count(b"[") + body.count(b"{") > MAX_DEPTH:
+        return None  # msgspec's depth limit is the interpreter's: raised (as hypothesis does), it could pass orjson's
     try:
         review = _POD_REVIEW.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # its depth limit is Python's, below orjson's
