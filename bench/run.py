@@ -238,21 +238,27 @@ def main(argv: list[str] | None = None) -> int:
 
     say("## Latency at fixed rates, next to the floor's")
     say()
+    say(f"Best of {rounds} interleaved rounds for each server and rate (the lowest p99), as for throughput.")
+    say()
     say("| server | body | rate | achieved req/s | p50 ms | p99 ms | failed |")
     say("|---|---|---|---|---|---|---|")
-    rated = {}
-    for name in ("floor", "podpatterns"):
-        server = start(name, work)
-        try:
-            hey(server.url, main_body, requests=500)
-            for body_name in ["5KB-all-three", "pod-create-annotated"]:
-                for rate, workers in ((200, 4), (1000, 10)):
-                    load = rated[name, body_name, rate] = hey(server.url, files[body_name], seconds=seconds,
-                                                              concurrency=workers, rate_per_worker=rate / workers)
-                    say(f"| {name} | {body_name} | {rate}/s | {load.rps:.0f} | {load.p50_ms:.2f} | "
-                        f"{load.p99_ms:.2f} | {load.failed} |")
-        finally:
-            server.stop()
+    rated: dict[tuple[str, str, int], Load] = {}
+    for _ in range(rounds):
+        for name in ("floor", "podpatterns"):
+            server = start(name, work)
+            try:
+                hey(server.url, main_body, requests=500)
+                for body_name in ["5KB-all-three", "pod-create-annotated"]:
+                    for rate, workers in ((200, 4), (1000, 10)):
+                        load = hey(server.url, files[body_name], seconds=seconds, concurrency=workers,
+                                   rate_per_worker=rate / workers)
+                        key = (name, body_name, rate)
+                        if key not in rated or load.p99_ms < rated[key].p99_ms:
+                            rated[key] = load
+            finally:
+                server.stop()
+    for (name, body_name, rate), load in sorted(rated.items(), key=lambda item: item[0][0] != "floor"):
+        say(f"| {name} | {body_name} | {rate}/s | {load.rps:.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.failed} |")
     say()
 
     server = start("podpatterns", work)

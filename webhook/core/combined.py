@@ -11,6 +11,7 @@ entry, with its messages.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,22 +88,26 @@ def combine(key: Key) -> Combined:
 
 
 class Combinations:
-    """A bounded, least-recently-used map from a combination of renders to what they add together. Used from
-    one thread at a time, as the renders' own caches (webhook.core.renders)."""
+    """A bounded, least-recently-used map from a combination of renders to what they add together; shared by
+    the event loop and the background audit, as the renders' own caches (webhook.core.renders), so under a lock."""
 
     def __init__(self, size: int = MAX_COMBINATIONS):
         self.size = size
         self._combined: OrderedDict[Key, Combined] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._combined)
 
     def get(self, key: Key) -> Combined:
-        found = self._combined.get(key)
-        if found is not None:
-            self._combined.move_to_end(key)
-            return found
-        found = self._combined[key] = combine(key)
-        if len(self._combined) > self.size:
-            self._combined.popitem(last=False)
+        with self._lock:
+            found = self._combined.get(key)
+            if found is not None:
+                self._combined.move_to_end(key)
+                return found
+        found = combine(key)
+        with self._lock:
+            self._combined[key] = found
+            if len(self._combined) > self.size:
+                self._combined.popitem(last=False)
         return found

@@ -13,6 +13,7 @@ before setting its resources).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +40,8 @@ class Rendered:
 class RenderCache:
     """A bounded, least-recently-used map from placeholder values to one entry's Rendered.
 
-    Used from one thread at a time: the server's event loop (requests) or the CLI; a reload builds new
-    entries in its own thread and never touches the served ones' caches."""
+    The server's event loop and its background audit (a thread of its own) share the served entries' caches:
+    the map is read and changed under a lock, rendering happens outside it. A reload builds new entries."""
 
     def __init__(self, containers: Any, volumes: Any, app_env: Any, app_mounts: Any, annotations: Any = None,
                  size: int = MAX_RENDERS):
@@ -51,6 +52,7 @@ class RenderCache:
         self._pod = tuple(ref for ref in self.references if ref.startswith("pod."))
         self.size = size
         self._renders: OrderedDict[tuple[Any, ...], Rendered] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._renders)
@@ -61,13 +63,16 @@ class RenderCache:
         `registry`: every image pulled from it instead (webhook.core.images)."""
         pod_values = values if pod_values is None else pod_values
         key = (native, registry, *map(values.__getitem__, self._own), *map(pod_values.__getitem__, self._pod))
-        found = self._renders.get(key)
-        if found is not None:
-            self._renders.move_to_end(key)
-            return found
-        found = self._renders[key] = self._render(values | pod_values, native, registry)
-        if len(self._renders) > self.size:
-            self._renders.popitem(last=False)
+        with self._lock:
+            found = self._renders.get(key)
+            if found is not None:
+                self._renders.move_to_end(key)
+                return found
+        found = self._render(values | pod_values, native, registry)
+        with self._lock:
+            self._renders[key] = found
+            if len(self._renders) > self.size:
+                self._renders.popitem(last=False)
         return found
 
     def _render(self, values: dict[str, Any], native: bool, registry: str | None) -> Rendered:
