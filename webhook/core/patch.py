@@ -41,8 +41,9 @@ class Additions:
 
 def operations(pod: PodView, add: Additions, wire: bool = False) -> list[Op]:
     """`wire`: the operations only for orjson to write (the server's patch): values whose JSON the combination
-    knows are orjson Fragments, and an app container's operations are one Fragment, which may hold several
-    (orjson writes a Fragment as it is). The same bytes as orjson.dumps of the plain operations."""
+    knows are orjson Fragments, and the app containers' env operations are one Fragment, their volumeMounts
+    operations another (orjson writes a Fragment as it is, several operations in one). The same bytes as
+    orjson.dumps of the plain operations."""
     if wire and add.combined is not None:
         return _wire(_operations(pod, add, app=False), pod, add, add.combined.json)
     return _operations(pod, add)
@@ -99,9 +100,10 @@ def _wire(ops: list[Op], pod: PodView, add: Additions, known: dict[int, Any]) ->
             op["value"] = known[id(add.combined.native_sidecars)]  # a copy of the combination's list, unchanged
     chunks, containers = add.combined.chunks, pod.containers
     for key, additions in (("env", add.app_env), ("volumeMounts", add.app_mounts)):
-        for index, items in additions.items():
-            chunk = chunks[key, containers[index].get(key) is not None]
-            ops.append(orjson.Fragment(chunk.replace(b"\x00", b"%d" % index)))
+        if additions:
+            absent, present = chunks[key, False], chunks[key, True]
+            ops.append(orjson.Fragment(b",".join((absent if containers[index].get(key) is None else present)
+                                                 .replace(b"\x00", b"%d" % index) for index in additions)))
     return ops
 
 
