@@ -13,7 +13,7 @@ from operator import itemgetter
 from typing import Any
 
 from webhook.core import podkinds, verify
-from webhook.core.combined import Combinations, Combined
+from webhook.core.combined import Combinations, Combined, app_additions
 from webhook.core.entries import Entry
 from webhook.core.patch import Additions
 from webhook.core.pod import CONTAINER_LISTS, PodView
@@ -200,15 +200,10 @@ def _same_for_all(pod: PodView, renders: list[Rendered]) -> tuple[list[dict[str,
     no app container has any of the entries' env var names or mount paths, and the entries agree where
     they overlap (two log entries mounting the same log directory). None otherwise, where _AppContainers
     decides container by container, with its warnings and denials."""
-    env: dict[str, dict[str, Any]] = {}
-    mounts: dict[str, dict[str, Any]] = {}
-    for rendered in renders:
-        for var in rendered.app_env:
-            if env.setdefault(var["name"], var) != var:
-                return None
-        for mount in rendered.app_mounts:
-            if mounts.setdefault(mount["mountPath"], mount) != mount:
-                return None
+    merged = app_additions(renders)
+    if merged is None:
+        return None
+    env, mounts = merged
     env_names, mount_paths = frozenset(env), frozenset(mounts)
     for container in pod.containers:
         # map(dict.get, …) reads the names at C speed: this loop is over everything the app containers have.

@@ -55,8 +55,6 @@ def combine(key: Key) -> Combined:
     regular: list[dict[str, Any]] = []
     ports: set[tuple[Any, str]] = set()
     volumes: dict[str, dict[str, Any]] = {}
-    env: dict[str, dict[str, Any]] = {}
-    mounts: dict[str, dict[str, Any]] = {}
     clean = True
     for _, rendered, is_native in key:
         for name, value in rendered.annotations.items():
@@ -69,22 +67,36 @@ def combine(key: Key) -> Combined:
             (native if is_native else regular).append(container)
         for volume in rendered.volumes:
             clean &= volumes.setdefault(volume["name"], volume) == volume
-        for var in rendered.app_env:
-            clean &= env.setdefault(var["name"], var) == var
-        for mount in rendered.app_mounts:
-            clean &= mounts.setdefault(mount["mountPath"], mount) == mount
+    merged = app_additions([rendered for _, rendered, _ in key])
+    clean &= merged is not None
+    env, mounts = merged or ({}, {})
     names = [container["name"] for container in native + regular]
     clean &= len(set(names)) == len(names)
     combined = Combined(clean, annotations, native, regular, frozenset(names), frozenset(ports), bool(ports),
                         list(volumes.values()), frozenset(volumes), list(env.values()), list(mounts.values()),
                         frozenset(env), frozenset(mounts), tuple(name for name, _, is_native in key if not is_native))
-    for value in [native, *native, *regular, *combined.volumes, *annotations.values(), *combined.env, *combined.mounts]:
+    for value in [*native, *regular, *combined.volumes, *annotations.values(), *combined.env, *combined.mounts]:
         combined.json[id(value)] = orjson.Fragment(orjson.dumps(value))
     for field_name, items in (("env", combined.env), ("volumeMounts", combined.mounts)):
         path = b'{"op":"add","path":"/spec/containers/\x00/' + field_name.encode()
         combined.chunks[field_name, False] = path + b'","value":' + orjson.dumps(items) + b"}"
         combined.chunks[field_name, True] = b",".join(path + b'/-","value":' + orjson.dumps(item) + b"}" for item in items)
     return combined
+
+
+def app_additions(renders: list[Rendered]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] | None:
+    """The env vars (by name) and mounts (by path) the entries give every app container, or None where two
+    entries disagree on one (two log entries mounting the same directory agree)."""
+    env: dict[str, dict[str, Any]] = {}
+    mounts: dict[str, dict[str, Any]] = {}
+    for rendered in renders:
+        for var in rendered.app_env:
+            if env.setdefault(var["name"], var) != var:
+                return None
+        for mount in rendered.app_mounts:
+            if mounts.setdefault(mount["mountPath"], mount) != mount:
+                return None
+    return env, mounts
 
 
 class Combinations:

@@ -491,4 +491,4 @@ def _pod_values(pod: PodView) -> dict[str, Any]:
 def _render(entry: Entry, params: dict[str, tuple[Any, str]], pod_values: dict[str, Any],
             settings: Settings) -> tuple[Rendered, bool]:
     native = entry.lifecycle == "native" or (entry.lifecycle == "auto" and settings.native_sidecars)
-    return entry.renders.get(entry.placeholder_values(params), native, settings.image_registry, pod_values), native
+    return entry.renders.get(entry.placeholder_values(params), pod_values, native, settings.image_registry), native

@@ -93,11 +93,9 @@ def _operations(pod: PodView, add: Additions, app: bool = True) -> list[Op]:
 def _wire(ops: list[Op], pod: PodView, add: Additions, known: dict[int, Any]) -> list[Any]:
     for op in ops:
         value = op["value"]
-        if id(value) in known:
-            op["value"] = known[id(value)]
-        elif value is add.native_sidecars and len(value) == len(add.combined.native_sidecars) and all(
-                a is b for a, b in zip(value, add.combined.native_sidecars)):
-            op["value"] = known[id(add.combined.native_sidecars)]  # a copy of the combination's list, unchanged
+        # A list (the native sidecars, the volumes, added whole) is written element by element: the engine's
+        # copies of the combination's lists, where limits may have replaced a container with its own.
+        op["value"] = [known.get(id(v), v) for v in value] if type(value) is list else known.get(id(value), value)
     chunks, containers = add.combined.chunks, pod.containers
     for key, additions in (("env", add.app_env), ("volumeMounts", add.app_mounts)):
         if additions:

@@ -57,11 +57,10 @@ class RenderCache:
     def __len__(self) -> int:
         return len(self._renders)
 
-    def get(self, values: dict[str, Any], native: bool, registry: str | None = None,
-            pod_values: dict[str, Any] | None = None) -> Rendered:
-        """`values`: the placeholders' values; `pod_values`, when given, those of the `pod.*` placeholders.
+    def get(self, values: dict[str, Any], pod_values: dict[str, Any], native: bool,
+            registry: str | None = None) -> Rendered:
+        """`values`: the parameters' placeholders' values; `pod_values`: those of the `pod.*` placeholders.
         `registry`: every image pulled from it instead (webhook.core.images)."""
-        pod_values = values if pod_values is None else pod_values
         key = (native, registry, *map(values.__getitem__, self._own), *map(pod_values.__getitem__, self._pod))
         with self._lock:
             found = self._renders.get(key)
