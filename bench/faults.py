@@ -121,8 +121,8 @@ def certificate(bench: Bench, seconds: float, rate: int) -> dict:
                 if _served_certificate(served.process.port) == expected:
                     switched = time.monotonic() - replaced
             except (OSError, ssl.SSLError):
-                # A handshake that meets the reload between the new certificate and its key (both are loaded into
-                # the live context, one after the other) fails: counted and shown, and the probe tries again.
+                # A new connection's handshake that failed during the reload (it met the live context between the
+                # new certificate and its key, before the load moved onto the event loop): counted and shown.
                 probes_failed += 1
             time.sleep(0.05)
         thread.join()

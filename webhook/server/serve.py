@@ -121,15 +121,16 @@ def run(args: argparse.Namespace) -> int:
     server = DrainingServer(config, app.drain, args.drain_seconds)
     health = _health_server(app, args.host, args.health_port, limits) if args.health_port else None
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(_serve(server, health))
+        runner.run(_serve(server, health, reloader))
     for service in (cache, reloader, templates, watcher, audit, certificates.secret):
         if service is not None:
             service.stop()
     return 0
 
 
-async def _serve(server: DrainingServer, health: uvicorn.Server | None) -> None:
+async def _serve(server: DrainingServer, health: uvicorn.Server | None, reloader: CertificateReloader) -> None:
     """The webhook, and beside it the optional plain-HTTP health and metrics server, which stops with it."""
+    reloader.loop = asyncio.get_running_loop()  # certificates are loaded between two accepts, never during one
     if health is None:
         return await server.serve()
     beside = asyncio.create_task(health.serve())

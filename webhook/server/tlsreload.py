@@ -1,11 +1,16 @@
 """Serving-certificate hot reload: watches the certificate files and loads them into the live SSLContext.
 
 New TLS connections use whatever certificate the context holds when they are accepted, so loading a
-new chain into the same context switches certificates without a restart or a dropped connection.
+new chain into the same context switches certificates without a restart or a dropped connection. The load
+runs on the server's event loop (`loop`): `load_cert_chain` sets the certificate, then the key, and lets
+other threads run in between, so a connection accepted meanwhile would get the new certificate with the
+old key and fail its handshake (seen in the test suite as SSLEOFError).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import ssl
@@ -38,6 +43,7 @@ class CertificateReloader:
         self.context, self.certfile, self.keyfile, self.interval = context, certfile, keyfile, interval
         self._seen = self._signature()
         self._stop = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it runs (serve.py)
         self.reloads = 0
         # Made right after the server loaded these files into `context` (serve.py): what it serves from the start.
         record_expiry(certfile)
@@ -76,4 +82,14 @@ class CertificateReloader:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.check()
+            loop = self.loop
+            if loop is None:
+                self.check()
+                continue
+            try:
+                asyncio.run_coroutine_threadsafe(self._check_on_loop(), loop).result(timeout=30)
+            except (RuntimeError, TimeoutError, concurrent.futures.TimeoutError):
+                pass  # the loop is closing, or busy past the timeout: the next round tries again
+
+    async def _check_on_loop(self) -> bool:
+        return self.check()
